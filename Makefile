@@ -1,0 +1,50 @@
+# Thin targets; the work is done by scripts/ and Python modules.
+# Every target creates or reuses the virtual environment (scripts/venv.sh).
+SHELL := /bin/bash
+PY = "$$(scripts/venv.sh)/bin/python"
+export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
+# Real recordings used by some tests (skipped with a reason when absent).
+export REAL_AUDIO_DIR ?= $(abspath $(CURDIR)/../shared/audio)
+DEMO_DATA ?= data/demo
+
+.PHONY: help venv test lint format demo demo-corpus mixer-demo bench clean
+
+help:
+	@echo "make test         install what is needed, run ruff and the whole test suite"
+	@echo "make demo         the main job end to end on the offline demo corpus"
+	@echo "make mixer-demo   write example mixtures and a spectrogram PNG"
+	@echo "make demo-corpus  generate the offline demo corpus into $(DEMO_DATA)"
+	@echo "make bench        run the benchmarks (prints measured figures)"
+	@echo "make venv         create/reuse the virtual environment and print its path"
+
+venv:
+	@scripts/venv.sh
+
+test:
+	@scripts/ensure_espeak.sh
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q --durations=15
+
+lint:
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format:
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+demo-corpus:
+	@scripts/ensure_espeak.sh
+	$(PY) -m data_prepare.demo --out $(DEMO_DATA)
+
+mixer-demo: demo-corpus
+	$(PY) -m custom_modules.mixer_demo --data_folder $(DEMO_DATA) --out results/mixer_demo
+
+demo: mixer-demo
+
+bench:
+	$(PY) benchmarks/mixing.py
+	$(PY) benchmarks/data_prepare.py
+
+clean:
+	rm -rf results .pytest_cache .ruff_cache

@@ -1,0 +1,193 @@
+"""Small file helpers shared by data preparation, the mixer and the recipes.
+
+* Atomic writes: manifests and results are written to a temporary file in the
+  same folder and moved into place with ``os.replace``, so an interrupt never
+  leaves a half-written file behind.
+* Manifests: JSON dicts keyed by example id whose paths start with a
+  placeholder (``{data_root}`` for files in the user's corpus folder,
+  ``{save_root}`` for files derived by data preparation, e.g. resampled
+  copies). ``load_manifest`` resolves them.
+* ``read_audio_info`` / ``read_audio``: soundfile-based reading with errors
+  that name the file and the problem.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+AUDIO_EXTENSIONS = (".wav", ".flac")
+
+
+class AudioFileError(ValueError):
+    """A file that cannot be used as audio (unreadable, wrong rate, silent...)."""
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file + ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path, obj) -> None:
+    """Write ``obj`` as indented JSON to ``path`` atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path):
+    """Read a JSON file, naming the file in the error when it is not valid JSON."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+
+
+def resolve_placeholders(value: str, roots: dict) -> str:
+    """Replace ``{name}`` placeholders of ``roots`` in a path string."""
+    for name, root in roots.items():
+        value = value.replace("{" + name + "}", str(root))
+    return value
+
+
+def _recorded_data_root(manifest_path: Path):
+    """``data_root`` recorded by the data preparation that wrote ``manifest_path``."""
+    for options_path in sorted(manifest_path.parent.glob("prep_options*.json")):
+        try:
+            record = read_json(options_path)
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and manifest_path.name in record.get("outputs", {}):
+            return record.get("data_root")
+    return None
+
+
+def load_manifest(path, data_root=None, save_root=None) -> dict:
+    """Load a JSON manifest and resolve its ``{data_root}``/``{save_root}`` paths.
+
+    Arguments
+    ---------
+    path : str or Path
+        Manifest file (a dict keyed by id).
+    data_root : str, optional
+        Replaces ``{data_root}``; default: the ``data_root`` recorded by data
+        preparation in the manifest folder's ``prep_options*.json`` file that
+        lists this manifest among its ``outputs``, if any, else left as is.
+    save_root : str, optional
+        Replaces ``{save_root}``; default: the manifest's own folder.
+
+    Returns
+    -------
+    dict
+        id -> entry, with every string field resolved.
+    """
+    path = Path(path)
+    manifest = read_json(path)
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{path}: a manifest must be a JSON object keyed by id")
+    roots = {"save_root": save_root if save_root is not None else path.parent}
+    if data_root is None:
+        data_root = _recorded_data_root(path)
+    if data_root is not None:
+        roots["data_root"] = data_root
+    resolved = {}
+    for key, entry in manifest.items():
+        resolved[key] = {
+            k: resolve_placeholders(v, roots) if isinstance(v, str) else v
+            for k, v in entry.items()
+        }
+    return resolved
+
+
+def manifest_paths(path, data_root=None, save_root=None, field="path") -> list:
+    """Resolved file paths of a manifest, in id order (a convenience for samplers)."""
+    manifest = load_manifest(path, data_root=data_root, save_root=save_root)
+    return [manifest[key][field] for key in sorted(manifest)]
+
+
+def read_audio_info(path, expected_sr=None):
+    """Header of an audio file as a ``soundfile`` info object, with clear errors.
+
+    Raises
+    ------
+    AudioFileError
+        When the file cannot be opened, has no frames, or its rate is not
+        ``expected_sr`` (when given).
+    """
+    try:
+        info = sf.info(str(path))
+    except (RuntimeError, sf.LibsndfileError) as err:
+        raise AudioFileError(f"{path}: unreadable audio header ({err})") from err
+    if info.frames <= 0:
+        raise AudioFileError(f"{path}: zero-length audio")
+    if expected_sr is not None and info.samplerate != expected_sr:
+        raise AudioFileError(
+            f"{path}: sample rate {info.samplerate} Hz, expected {expected_sr} Hz "
+            "(run data preparation, which resamples once into the save folder)"
+        )
+    return info
+
+
+def read_audio(path, start=0, stop=None, expected_sr=None, channel=0):
+    """Read ``[start, stop)`` of one channel as float32, with clear errors.
+
+    Multichannel files give channel ``channel`` (0 by default: the documented
+    policy for RIRs and noises). Non-finite samples raise ``AudioFileError``.
+
+    Returns
+    -------
+    (numpy.ndarray, int)
+        Samples (shape ``(n,)``, float32) and sample rate.
+    """
+    read_audio_info(path, expected_sr=expected_sr)
+    try:
+        data, sr = sf.read(str(path), start=start, stop=stop, dtype="float32", always_2d=True)
+    except (RuntimeError, sf.LibsndfileError) as err:
+        raise AudioFileError(f"{path}: cannot read samples ({err})") from err
+    if channel >= data.shape[1]:
+        raise AudioFileError(f"{path}: has {data.shape[1]} channel(s), asked for {channel}")
+    data = np.ascontiguousarray(data[:, channel])
+    if not np.all(np.isfinite(data)):
+        raise AudioFileError(f"{path}: contains NaN or Inf samples")
+    return data, sr
+
+
+def write_audio(path, samples, sr, subtype="PCM_16") -> None:
+    """Write float samples atomically (parent folders created).
+
+    ``subtype`` is the soundfile subtype: 16-bit PCM by default (libsndfile
+    clips out-of-range floats), ``"FLOAT"`` to keep full precision (RIRs).
+    The container follows the extension (``.wav``, ``.flac``...).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        sf.write(tmp, np.asarray(samples), sr, subtype=subtype)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,1 @@
+"""Neural network models used by the recipes (thin ``nn.Module``s with keyword arguments)."""

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Create (or reuse) the project's virtual environment and print its path.
+#
+# The venv lives outside the clone, keyed by a hash of requirements.txt and the
+# Python version, so CI and fresh clones reinstall only when requirements change.
+# A venv whose install did not finish (no .complete marker) is rebuilt.
+# The project itself is not pip-installed into the shared venv (an editable
+# install would tie it to one clone); the Makefile puts the clone on PYTHONPATH.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+python=${PYTHON:-python3}
+pyver=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+key=$( (cat "$root/requirements.txt"; echo "$pyver") | sha256sum | cut -c1-16)
+cache=${SB_ENHANCE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sb-enhance}
+venv="$cache/venv-py$pyver-$key"
+if [ ! -f "$venv/.complete" ]; then
+  echo "venv.sh: creating $venv (requirements changed or first run)" >&2
+  rm -rf "$venv"
+  mkdir -p "$cache"
+  "$python" -m venv "$venv"
+  "$venv/bin/python" -m pip install -qq --upgrade pip >&2
+  "$venv/bin/python" -m pip install -qq -r "$root/requirements.txt" >&2
+  touch "$venv/.complete"
+fi
+echo "$venv"
