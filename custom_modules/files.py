@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +74,10 @@ def resolve_placeholders(value: str, roots: dict) -> str:
 
 def _recorded_data_root(manifest_path: Path):
     """``data_root`` recorded by the data preparation that wrote ``manifest_path``."""
-    for options_path in sorted(manifest_path.parent.glob("prep_options*.json")):
+    # Newest record first: a later preparation into the same folder may have
+    # rewritten a manifest that an older record also lists.
+    records = manifest_path.parent.glob("prep_options*.json")
+    for options_path in sorted(records, key=lambda p: p.stat().st_mtime_ns, reverse=True):
         try:
             record = read_json(options_path)
         except (OSError, ValueError):
@@ -186,6 +190,38 @@ def write_audio(path, samples, sr, subtype="PCM_16") -> None:
     os.close(fd)
     try:
         sf.write(tmp, np.asarray(samples), sr, subtype=subtype)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+@contextmanager
+def open_audio_writer(path, sr, channels=1, subtype="PCM_16"):
+    """Stream audio into ``path`` atomically: a ``soundfile.SoundFile`` open for writing.
+
+    Blocks are written with ``handle.write(block)`` to a temporary file next to
+    ``path``, moved into place when the ``with`` block ends normally and deleted
+    when it raises, so long outputs never sit whole in memory and an interrupt
+    never leaves a truncated file. ``subtype`` as in :func:`write_audio`.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> out = Path(tempfile.mkdtemp()) / "x.wav"
+    >>> with open_audio_writer(out, 16000) as handle:
+    ...     handle.write(np.zeros(160, dtype=np.float32))
+    >>> sf.info(str(out)).frames
+    160
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        with sf.SoundFile(tmp, "w", samplerate=sr, channels=channels, subtype=subtype) as handle:
+            yield handle
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
