@@ -1,0 +1,140 @@
+"""Training losses on waveforms.
+
+``SpectralLoss`` compares short-time Fourier transforms of an estimate and a
+reference: a loss on the complex spectrogram (its real and imaginary parts) and
+a loss on the magnitude spectrogram, mixed as
+``mult_complex * complex + (1 - mult_complex) * magnitude``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SpectralLoss(nn.Module):
+    """Weighted complex + magnitude spectrogram loss between two waveforms.
+
+    The STFT is ``torch.stft`` with a periodic Hann window of ``win_length``,
+    ``center=True`` and zero padding at the edges (so any length works, even
+    shorter than the window).
+
+    * complex term: ``criterion`` on the stacked real and imaginary parts, i.e.
+      for MSE ``mean((Re ΔS)² and (Im ΔS)²)`` = ``mean(|ΔS|²) / 2``;
+    * magnitude term: ``criterion`` on ``|S_est|`` and ``|S_ref|``.
+
+    Arguments
+    ---------
+    n_fft : int
+        FFT size.
+    win_length : int, optional
+        Window length (default ``n_fft``).
+    hop_length : int, optional
+        Frame shift (default ``win_length // 4``).
+    mult_complex : float
+        Weight of the complex term, in [0, 1].
+    criterion : callable
+        ``criterion(input, target, reduction=...)`` like the functions of
+        ``torch.nn.functional`` (default ``mse_loss``). With ``lengths`` it is
+        called with ``reduction="none"`` and must return elementwise losses.
+
+    Example
+    -------
+    >>> loss_fn = SpectralLoss(n_fft=256)
+    >>> estimate, target = torch.randn(2, 4000), torch.randn(2, 4000)
+    >>> total, complex_term, magnitude_term = loss_fn(estimate, target)
+    >>> total.shape
+    torch.Size([])
+    >>> bool(torch.isclose(total, 0.3 * complex_term + 0.7 * magnitude_term))
+    True
+    """
+
+    def __init__(
+        self, n_fft=1024, win_length=None, hop_length=None, mult_complex=0.3, criterion=F.mse_loss
+    ):
+        super().__init__()
+        if not 0.0 <= mult_complex <= 1.0:
+            raise ValueError(f"mult_complex must be in [0, 1], got {mult_complex}")
+        self.n_fft = n_fft
+        self.win_length = n_fft if win_length is None else win_length
+        self.hop_length = self.win_length // 4 if hop_length is None else hop_length
+        if not 0 < self.hop_length <= self.win_length <= n_fft:
+            raise ValueError(
+                f"need 0 < hop_length ({self.hop_length}) <= win_length ({self.win_length}) "
+                f"<= n_fft ({n_fft})"
+            )
+        self.mult_complex = mult_complex
+        self.criterion = criterion
+
+    def spectrogram(self, waveform: torch.Tensor) -> torch.Tensor:
+        """(batch, samples) -> complex (batch, n_fft // 2 + 1, frames)."""
+        return torch.stft(
+            waveform,
+            n_fft=self.n_fft,
+            hop_length=self.hop_length,
+            win_length=self.win_length,
+            # Made per call in the input's dtype/device (float64 input gets a float64 window).
+            window=torch.hann_window(self.win_length, dtype=waveform.dtype, device=waveform.device),
+            center=True,
+            pad_mode="constant",
+            return_complex=True,
+        )
+
+    def frame_mask(self, lengths: torch.Tensor, num_samples: int, num_frames: int) -> torch.Tensor:
+        """(batch, frames) float mask of frames centred inside each signal.
+
+        ``lengths`` are relative (SpeechBrain style: 1.0 = ``num_samples``). A
+        signal of ``n`` samples has ``1 + n // hop_length`` centred frames,
+        which is all of them for the longest signal of the batch.
+        """
+        abs_lengths = torch.round(lengths.to(torch.float64) * num_samples).long()
+        valid = 1 + torch.div(abs_lengths, self.hop_length, rounding_mode="floor")
+        frames = torch.arange(num_frames, device=lengths.device)
+        return (frames.unsqueeze(0) < valid.unsqueeze(1)).float()
+
+    def _reduce(self, estimate, target, mask):
+        """Criterion, averaged over the frames that ``mask`` keeps (all if None)."""
+        if mask is None:
+            return self.criterion(estimate, target)
+        elementwise = self.criterion(estimate, target, reduction="none")
+        # elementwise: (batch, freqs, frames[, 2]); the mask spreads over freqs (and re/im).
+        trailing = (1,) * (elementwise.dim() - 3)
+        mask = mask.reshape(mask.shape[0], 1, mask.shape[1], *trailing).expand_as(elementwise)
+        return (elementwise * mask).sum() / mask.sum().clamp(min=1.0)
+
+    def forward(self, estimate: torch.Tensor, target: torch.Tensor, lengths=None):
+        """Loss of ``estimate`` against ``target``, both (batch, samples).
+
+        Arguments
+        ---------
+        estimate, target : torch.Tensor
+            Waveforms of identical shape (batch, samples).
+        lengths : torch.Tensor, optional
+            Relative lengths (batch,) in (0, 1]; frames centred beyond a
+            signal's length are left out of the averages.
+
+        Returns
+        -------
+        (torch.Tensor, torch.Tensor, torch.Tensor)
+            Scalars ``(total, complex, magnitude)``.
+        """
+        if estimate.shape != target.shape or estimate.dim() != 2:
+            raise ValueError(
+                "estimate and target must both be (batch, samples); got "
+                f"{tuple(estimate.shape)} and {tuple(target.shape)}"
+            )
+        spec_est, spec_ref = self.spectrogram(estimate), self.spectrogram(target)
+        mask = None
+        if lengths is not None:
+            if lengths.shape != (estimate.shape[0],):
+                raise ValueError(
+                    f"lengths must have shape ({estimate.shape[0]},), got {tuple(lengths.shape)}"
+                )
+            mask = self.frame_mask(lengths, estimate.shape[1], spec_est.shape[-1])
+        complex_term = self._reduce(
+            torch.view_as_real(spec_est), torch.view_as_real(spec_ref), mask
+        )
+        magnitude_term = self._reduce(spec_est.abs(), spec_ref.abs(), mask)
+        total = self.mult_complex * complex_term + (1.0 - self.mult_complex) * magnitude_term
+        return total, complex_term, magnitude_term
