@@ -1,0 +1,349 @@
+"""Shared ``speechbrain.Brain`` pieces for waveform-in, waveform-out recipes.
+
+Recipes subclass :class:`EnhancementBrain` and write only what is theirs:
+``compute_forward`` (returns the estimated waveform, ``(batch, samples)``) and
+``compute_objectives`` (returns the loss; it calls :meth:`log_train_losses`
+in training and :meth:`evaluate_estimates` on validation/test batches).
+
+What lives here, so that recipes do not copy each other:
+
+* fresh on-the-fly training mixtures every epoch (``set_epoch`` on the
+  training dataset), gradient-norm tracking;
+* per-utterance metrics on validation and test in worker processes
+  (:class:`custom_modules.metrics.MetricComputer`), the checkpoint kept by
+  ``hparams.checkpoint_key`` (e.g. max STOI);
+* TensorBoard scalars (loss components, gradient norm, metrics) and audio plus
+  spectrogram images every ``hparams.tensorboard_audio_every`` epochs, only
+  on the main process and only when ``hparams.use_tensorboard`` is true;
+* the test report: a per-utterance CSV, a JSON summary, a printed table and
+  ``hparams.num_examples_to_save`` example triplets (wavs + PNG).
+
+Hyperparameters read (all recipe YAML keys): ``sample_rate``,
+``checkpoint_key``, ``valid_metrics``, ``test_metrics``, ``metric_workers``,
+``train_logger``, ``use_tensorboard``, ``tensorboard_folder``,
+``log_every_n_steps``, ``tensorboard_audio_every``, ``test_report_folder``,
+``num_examples_to_save``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import speechbrain as sb
+import torch
+from speechbrain.utils.checkpoints import register_checkpoint_hooks
+from speechbrain.utils.distributed import if_main_process
+from speechbrain.utils.epoch_loop import EpochCounter
+
+from custom_modules.files import atomic_write_json, atomic_write_text, write_audio
+from custom_modules.metrics import MetricComputer, summarize
+from custom_modules.plotting import save_spectrograms_png, spectrogram_image
+
+logger = logging.getLogger(__name__)
+
+# Higher-is-better metrics; the test table reports estimate − mixture for them.
+METRIC_LABELS = {"snr": "SNR", "si_snr": "SI-SDR", "stoi": "STOI", "pesq": "PESQ"}
+
+
+@register_checkpoint_hooks
+class TimeLimitedEpochCounter(EpochCounter):
+    """An ``EpochCounter`` that also stops once ``max_minutes`` have passed.
+
+    The time is measured from the first epoch of this process, so a resumed
+    run gets a fresh budget. ``max_minutes <= 0`` disables the limit.
+
+    Example
+    -------
+    >>> counter = TimeLimitedEpochCounter(limit=3, max_minutes=0)
+    >>> list(counter)
+    [1, 2, 3]
+    """
+
+    def __init__(self, limit, max_minutes=0.0):
+        super().__init__(limit)
+        self.max_minutes = float(max_minutes)
+        self._start = None
+
+    def __next__(self):
+        if self._start is None:
+            self._start = time.monotonic()
+        elif self.max_minutes > 0 and (time.monotonic() - self._start) / 60 > self.max_minutes:
+            logger.info(f"Time budget of {self.max_minutes} min used up: stopping training")
+            raise StopIteration
+        return super().__next__()
+
+
+def trim_batch(signals, lengths):
+    """Cut a padded batch into a list of 1-D float64 numpy arrays.
+
+    Arguments
+    ---------
+    signals : torch.Tensor
+        ``(batch, samples)``.
+    lengths : torch.Tensor
+        ``(batch,)`` relative lengths (SpeechBrain convention).
+
+    Example
+    -------
+    >>> out = trim_batch(torch.ones(2, 10), torch.tensor([1.0, 0.5]))
+    >>> [len(x) for x in out]
+    [10, 5]
+    """
+    total = signals.shape[-1]
+    arrays = []
+    for signal, rel in zip(signals.detach().cpu(), lengths.cpu()):
+        n = int(round(float(rel) * total))
+        arrays.append(signal[:n].double().numpy())
+    return arrays
+
+
+class EnhancementBrain(sb.Brain):
+    """Base Brain for enhancement recipes (see the module docstring)."""
+
+    # ---- data -----------------------------------------------------------
+    def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):
+        """Remember the on-the-fly training dataset so each epoch draws new mixtures."""
+        if stage == sb.Stage.TRAIN and hasattr(dataset, "set_epoch"):
+            self.onthefly_dataset = dataset
+        return super().make_dataloader(dataset, stage, ckpt_prefix, **loader_kwargs)
+
+    # ---- training -------------------------------------------------------
+    def on_fit_batch_start(self, batch, should_step):
+        """In debug mode, print which mixtures this rank drew first (the DDP test reads it)."""
+        if self.debug and not self.first_batch_reported:
+            self.first_batch_reported = True
+            rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+            checksum = float(batch.mixture.data.double().abs().sum())
+            print(
+                f"[rank {rank}] epoch {self.current_epoch} first training batch: "
+                f"ids={list(batch.id)} checksum={checksum:.6f}",
+                flush=True,
+            )
+
+    def optimizers_step(self):
+        """Record the gradient norm (before clipping) then step as usual."""
+        grads = [p.grad.detach().norm() for p in self.modules.parameters() if p.grad is not None]
+        if grads:
+            self.last_grad_norm = float(torch.stack(grads).norm())
+        super().optimizers_step()
+
+    def log_train_losses(self, **components):
+        """Accumulate training loss components; write them to TensorBoard every N steps."""
+        for name, value in components.items():
+            self.train_components.setdefault(name, []).append(float(value.detach()))
+        if self.tb_writer is not None and self.step % self.hparams.log_every_n_steps == 0:
+            for name, value in components.items():
+                self.tb_writer.add_scalar(
+                    f"train_step/{name}", float(value.detach()), self.optimizer_step
+                )
+            if getattr(self, "last_grad_norm", None) is not None:
+                self.tb_writer.add_scalar(
+                    "train_step/grad_norm", self.last_grad_norm, self.optimizer_step
+                )
+
+    # ---- validation / test ----------------------------------------------
+    def evaluate_estimates(self, batch, estimate, stage):
+        """Compute per-utterance metrics of a validation/test batch.
+
+        Arguments
+        ---------
+        batch : PaddedBatch
+            With ``id``, ``mixture`` and ``target`` (padded waveforms).
+        estimate : torch.Tensor
+            ``(batch, samples)`` estimated waveforms.
+        stage : sb.Stage
+            VALID or TEST. On TEST the mixture is scored too (for the deltas)
+            and the first examples are written to disk.
+        """
+        mixture, lengths = batch.mixture
+        target, _ = batch.target
+        estimates = trim_batch(estimate, lengths)
+        targets = trim_batch(target, lengths)
+        if stage == sb.Stage.TEST:
+            mixtures = trim_batch(mixture, lengths)
+            est_records = self.metric_computer.compute(estimates, targets, ids=batch.id)
+            mix_records = self.metric_computer.compute(mixtures, targets, ids=batch.id)
+            snrs = getattr(batch, "snr_db", [None] * len(batch.id))
+            for est, mix, snr in zip(est_records, mix_records, snrs):
+                row = {"id": est["id"], "input_snr_db": _as_float(snr)}
+                for key in self.hparams.test_metrics:
+                    row[f"{key}_mixture"] = mix.get(key, math.nan)
+                    row[f"{key}_estimate"] = est.get(key, math.nan)
+                    row[f"{key}_delta"] = row[f"{key}_estimate"] - row[f"{key}_mixture"]
+                for rec in (est, mix):
+                    for key, value in rec.items():
+                        if key.endswith("_error"):
+                            row.setdefault("errors", "")
+                            row["errors"] += f"{key}: {value}; "
+                self.test_rows.append(row)
+            self._write_examples(batch.id, mixtures, targets, estimates)
+        else:
+            records = self.metric_computer.compute(estimates, targets, ids=batch.id)
+            self.metric_records.extend(records)
+            if not self.valid_audio_logged:
+                self._log_audio(batch.id[0], trim_batch(mixture, lengths)[0], targets[0], estimates[0])
+                self.valid_audio_logged = True
+
+    def _write_examples(self, ids, mixtures, targets, estimates):
+        if not if_main_process():
+            return
+        folder = Path(self.hparams.test_report_folder) / "examples"
+        sr = self.hparams.sample_rate
+        for uid, mix, tgt, est in zip(ids, mixtures, targets, estimates):
+            if self.examples_written >= self.hparams.num_examples_to_save:
+                return
+            signals = {"mixture": mix, "target": tgt, "estimate": est}
+            for name, signal in signals.items():
+                write_audio(folder / uid / f"{name}.wav", _peak_safe(signal), sr)
+            save_spectrograms_png(folder / uid / "spectrograms.png", signals, sr=sr, title=uid)
+            self.examples_written += 1
+
+    def _log_audio(self, uid, mixture, target, estimate):
+        """Audio and spectrogram images of one validation example to TensorBoard."""
+        if self.tb_writer is None or self.current_epoch % self.hparams.tensorboard_audio_every:
+            return
+        sr = self.hparams.sample_rate
+        writer = self.tb_writer
+        for name, signal in (("mixture", mixture), ("target", target), ("estimate", estimate)):
+            tensor = torch.from_numpy(_peak_safe(signal)).float().unsqueeze(0)
+            writer.add_audio(f"valid_audio/{name}", tensor, self.current_epoch, sample_rate=sr)
+            image = spectrogram_image(signal, sr=sr)
+            writer.add_image(f"valid_spectrogram/{name}", image, self.current_epoch, dataformats="HWC")
+
+    # ---- stage hooks ----------------------------------------------------
+    def on_stage_start(self, stage, epoch=None):
+        """Reset per-stage accumulators; new mixtures each training epoch."""
+        self.current_epoch = epoch or 0
+        if not hasattr(self, "tensorboard"):
+            # Built on every rank (its log_stats is a collective); the writer
+            # itself exists on the main process only.
+            self.tensorboard, self.tb_writer = None, None
+            if self.hparams.use_tensorboard:
+                from speechbrain.utils.train_logger import TensorboardLogger
+
+                self.tensorboard = TensorboardLogger(self.hparams.tensorboard_folder)
+                self.tb_writer = self.tensorboard.writer
+        if not hasattr(self, "metric_computer"):
+            metrics = dict.fromkeys([*self.hparams.valid_metrics, *self.hparams.test_metrics])
+            self.metric_computer = MetricComputer(
+                num_workers=self.hparams.metric_workers,
+                sr=self.hparams.sample_rate,
+                metrics=tuple(metrics),
+            )
+        if stage == sb.Stage.TRAIN:
+            self.train_components = {}
+            self.first_batch_reported = False
+            if getattr(self, "onthefly_dataset", None) is not None:
+                self.onthefly_dataset.set_epoch(self.current_epoch)
+        else:
+            self.metric_records = []
+            self.test_rows = []
+            self.examples_written = 0
+            self.valid_audio_logged = False
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Log statistics, keep the best checkpoint, write the test report."""
+        stats = {"loss": stage_loss}
+        if stage == sb.Stage.TRAIN:
+            stats.update({k: float(np.mean(v)) for k, v in self.train_components.items()})
+            self.train_stats = stats
+            return
+        if stage == sb.Stage.VALID:
+            summary = summarize(self.metric_records)
+            stats.update({k: v for k, v in summary.items() if k in self.hparams.valid_metrics})
+            failures = {k: v for k, v in summary.items() if k.endswith("_failures") and v}
+            if failures:
+                logger.warning(f"Metric failures on validation (reported, not fatal): {failures}")
+            lr = self.optimizer.param_groups[0]["lr"]
+            self.hparams.train_logger.log_stats(
+                stats_meta={"epoch": epoch, "lr": lr},
+                train_stats=self.train_stats,
+                valid_stats=stats,
+            )
+            if self.tensorboard is not None:
+                self.tensorboard.log_stats({"epoch": epoch}, self.train_stats, stats)
+            key = self.hparams.checkpoint_key
+            if not math.isfinite(stats.get(key, math.nan)):
+                raise RuntimeError(
+                    f"validation metric {key!r} is not finite ({stats.get(key)}); "
+                    "cannot select the best checkpoint"
+                )
+            self.checkpointer.save_and_keep_only(meta=stats, max_keys=[key])
+        elif stage == sb.Stage.TEST:
+            self._finish_test_report(stats)
+
+    def _finish_test_report(self, stats):
+        rows = self.test_rows
+        metrics = self.hparams.test_metrics
+        summary = {"num_utterances": len(rows), "loss": float(stats["loss"])}
+        for key in metrics:
+            for part in ("mixture", "estimate", "delta"):
+                values = np.array([r[f"{key}_{part}"] for r in rows], dtype=float)
+                finite = values[np.isfinite(values)]
+                summary[f"{key}_{part}"] = float(finite.mean()) if finite.size else math.nan
+                if part == "estimate":
+                    summary[f"{key}_failures"] = int(values.size - finite.size)
+        self.test_summary = summary
+        self.hparams.train_logger.log_stats(
+            stats_meta={"Epoch loaded": self.hparams.epoch_counter.current},
+            test_stats={k: v for k, v in summary.items() if k.endswith("_estimate")},
+        )
+        if not if_main_process():
+            return
+        folder = Path(self.hparams.test_report_folder)
+        fields = ["id", "input_snr_db"] + [
+            f"{k}_{p}" for k in metrics for p in ("mixture", "estimate", "delta")
+        ] + ["errors"]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=fields, restval="")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _fmt(v) for k, v in row.items()})
+        atomic_write_text(folder / "per_utterance.csv", buffer.getvalue())
+        atomic_write_json(folder / "summary.json", summary)
+        table = format_results_table(summary, metrics)
+        atomic_write_text(folder / "results_table.md", table + "\n")
+        print(f"\nTest set ({len(rows)} utterances, best {self.hparams.checkpoint_key} checkpoint)")
+        print(table)
+        print(f"Per-utterance results: {folder / 'per_utterance.csv'}")
+        print(f"Examples (wavs + spectrogram PNGs): {folder / 'examples'}")
+
+
+def format_results_table(summary, metrics):
+    """Markdown table: metric | mixture | estimate | improvement.
+
+    Example
+    -------
+    >>> s = {"stoi_mixture": 0.7, "stoi_estimate": 0.8, "stoi_delta": 0.1}
+    >>> print(format_results_table(s, ["stoi"]).splitlines()[2])
+    | STOI | 0.700 | 0.800 | +0.100 |
+    """
+    lines = ["| metric | mixture | estimate | improvement |", "|---|---|---|---|"]
+    for key in metrics:
+        label = METRIC_LABELS.get(key, key)
+        mix, est, delta = (summary[f"{key}_{p}"] for p in ("mixture", "estimate", "delta"))
+        lines.append(f"| {label} | {mix:.3f} | {est:.3f} | {delta:+.3f} |")
+    return "\n".join(lines)
+
+
+def _peak_safe(signal):
+    """Scale a signal down only if it would clip when written as 16-bit PCM."""
+    peak = float(np.max(np.abs(signal))) if len(signal) else 0.0
+    return signal / peak * 0.99 if peak > 0.99 else signal
+
+
+def _as_float(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _fmt(value):
+    return f"{value:.4f}" if isinstance(value, float) else value
