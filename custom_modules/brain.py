@@ -12,9 +12,11 @@ What lives here, so that recipes do not copy each other:
 * per-utterance metrics on validation and test in worker processes
   (:class:`custom_modules.metrics.MetricComputer`), the checkpoint kept by
   ``hparams.checkpoint_key`` (e.g. max STOI);
-* TensorBoard scalars (loss components, gradient norm, metrics) and audio plus
-  spectrogram images every ``hparams.tensorboard_audio_every`` epochs, only
-  on the main process and only when ``hparams.use_tensorboard`` is true;
+* TensorBoard scalars (loss components, gradient norm, metrics), audio plus
+  spectrogram images of a training example every
+  ``hparams.tensorboard_audio_every`` steps and of the first validation
+  example every epoch; only on the main process and only when
+  ``hparams.use_tensorboard`` is true;
 * the test report: a per-utterance CSV, a JSON summary, a printed table and
   ``hparams.num_examples_to_save`` example triplets (wavs + PNG).
 
@@ -32,6 +34,7 @@ import io
 import logging
 import math
 import time
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +50,9 @@ from custom_modules.plotting import save_spectrograms_png, spectrogram_image
 
 logger = logging.getLogger(__name__)
 
-# Higher-is-better metrics; the test table reports estimate − mixture for them.
+# Utterances in flight per metric worker before the Brain waits for results.
+MAX_PENDING_PER_WORKER = 16
+# Display names; every metric is higher-is-better, the table shows estimate − mixture.
 METRIC_LABELS = {"snr": "SNR", "si_snr": "SI-SDR", "stoi": "STOI", "pesq": "PESQ"}
 
 
@@ -97,7 +102,7 @@ def trim_batch(signals, lengths):
     """
     total = signals.shape[-1]
     arrays = []
-    for signal, rel in zip(signals.detach().cpu(), lengths.cpu()):
+    for signal, rel in zip(signals.detach().cpu(), lengths.cpu(), strict=True):
         n = int(round(float(rel) * total))
         arrays.append(signal[:n].double().numpy())
     return arrays
@@ -126,6 +131,23 @@ class EnhancementBrain(sb.Brain):
                 flush=True,
             )
 
+    def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        """Every ``tensorboard_audio_every`` steps: audio and spectrograms of a training example."""
+        if self.tb_writer is None or self.optimizer_step % self.hparams.tensorboard_audio_every:
+            return
+        estimate = self.estimate_from_outputs(outputs)
+        mixture, lengths = batch.mixture
+        target, _ = batch.target
+        signals = {
+            name: trim_batch(signal[:1], lengths[:1])[0]
+            for name, signal in (("mixture", mixture), ("target", target), ("estimate", estimate))
+        }
+        self._log_audio("train", signals, self.optimizer_step)
+
+    def estimate_from_outputs(self, outputs):
+        """The estimated waveforms ``(batch, samples)`` in ``compute_forward``'s outputs."""
+        return outputs
+
     def optimizers_step(self):
         """Record the gradient norm (before clipping) then step as usual."""
         grads = [p.grad.detach().norm() for p in self.modules.parameters() if p.grad is not None]
@@ -149,7 +171,11 @@ class EnhancementBrain(sb.Brain):
 
     # ---- validation / test ----------------------------------------------
     def evaluate_estimates(self, batch, estimate, stage):
-        """Compute per-utterance metrics of a validation/test batch.
+        """Score a validation/test batch per utterance (in worker processes).
+
+        The batch is submitted to the metric workers without waiting, so the
+        model keeps running while earlier utterances are scored; at most
+        ``MAX_PENDING_PER_WORKER`` utterances per worker are in flight.
 
         Arguments
         ---------
@@ -165,37 +191,58 @@ class EnhancementBrain(sb.Brain):
         target, _ = batch.target
         estimates = trim_batch(estimate, lengths)
         targets = trim_batch(target, lengths)
+        mixtures = trim_batch(mixture, lengths)
+        handles = self.metric_computer.submit(estimates, targets, ids=batch.id)
         if stage == sb.Stage.TEST:
-            mixtures = trim_batch(mixture, lengths)
-            est_records = self.metric_computer.compute(estimates, targets, ids=batch.id)
-            mix_records = self.metric_computer.compute(mixtures, targets, ids=batch.id)
-            snrs = getattr(batch, "snr_db", [None] * len(batch.id))
-            for est, mix, snr in zip(est_records, mix_records, snrs):
-                row = {"id": est["id"], "input_snr_db": _as_float(snr)}
-                for key in self.hparams.test_metrics:
-                    row[f"{key}_mixture"] = mix.get(key, math.nan)
-                    row[f"{key}_estimate"] = est.get(key, math.nan)
-                    row[f"{key}_delta"] = row[f"{key}_estimate"] - row[f"{key}_mixture"]
-                for rec in (est, mix):
-                    for key, value in rec.items():
-                        if key.endswith("_error"):
-                            row.setdefault("errors", "")
-                            row["errors"] += f"{key}: {value}; "
-                self.test_rows.append(row)
+            handles += self.metric_computer.submit(mixtures, targets, ids=batch.id)
+            snrs = getattr(batch, "snr_db", None)
+            snrs = [None] * len(batch.id) if snrs is None else list(snrs)
             self._write_examples(batch.id, mixtures, targets, estimates)
         else:
-            records = self.metric_computer.compute(estimates, targets, ids=batch.id)
-            self.metric_records.extend(records)
+            snrs = None
             if not self.valid_audio_logged:
-                self._log_audio(batch.id[0], trim_batch(mixture, lengths)[0], targets[0], estimates[0])
+                signals = {"mixture": mixtures[0], "target": targets[0], "estimate": estimates[0]}
+                self._log_audio("valid", signals, self.current_epoch)
                 self.valid_audio_logged = True
+        self.pending.append((stage, handles, snrs))
+        self.num_pending += len(handles)
+        while self.num_pending > MAX_PENDING_PER_WORKER * max(1, self.hparams.metric_workers):
+            self._resolve_oldest()
+
+    def _resolve_oldest(self):
+        """Collect the oldest submitted batch into validation records or test rows."""
+        stage, handles, snrs = self.pending.popleft()
+        self.num_pending -= len(handles)
+        records = self.metric_computer.collect(handles)
+        if stage != sb.Stage.TEST:
+            self.metric_records.extend(records)
+            return
+        half = len(records) // 2
+        for est, mix, snr in zip(records[:half], records[half:], snrs, strict=True):
+            row = {"id": est["id"], "input_snr_db": _as_float(snr)}
+            for key in self.hparams.test_metrics:
+                row[f"{key}_mixture"] = mix.get(key, math.nan)
+                row[f"{key}_estimate"] = est.get(key, math.nan)
+                row[f"{key}_delta"] = row[f"{key}_estimate"] - row[f"{key}_mixture"]
+            errors = [
+                f"{which} {k}: {v}"
+                for which, rec in (("estimate", est), ("mixture", mix))
+                for k, v in rec.items()
+                if k.endswith("_error")
+            ]
+            row["errors"] = "; ".join(errors)
+            self.test_rows.append(row)
+
+    def _resolve_all(self):
+        while self.pending:
+            self._resolve_oldest()
 
     def _write_examples(self, ids, mixtures, targets, estimates):
         if not if_main_process():
             return
         folder = Path(self.hparams.test_report_folder) / "examples"
         sr = self.hparams.sample_rate
-        for uid, mix, tgt, est in zip(ids, mixtures, targets, estimates):
+        for uid, mix, tgt, est in zip(ids, mixtures, targets, estimates, strict=True):
             if self.examples_written >= self.hparams.num_examples_to_save:
                 return
             signals = {"mixture": mix, "target": tgt, "estimate": est}
@@ -204,17 +251,16 @@ class EnhancementBrain(sb.Brain):
             save_spectrograms_png(folder / uid / "spectrograms.png", signals, sr=sr, title=uid)
             self.examples_written += 1
 
-    def _log_audio(self, uid, mixture, target, estimate):
-        """Audio and spectrogram images of one validation example to TensorBoard."""
-        if self.tb_writer is None or self.current_epoch % self.hparams.tensorboard_audio_every:
+    def _log_audio(self, tag, signals, step):
+        """Audio and spectrogram images of one example to TensorBoard (main process)."""
+        if self.tb_writer is None:
             return
         sr = self.hparams.sample_rate
-        writer = self.tb_writer
-        for name, signal in (("mixture", mixture), ("target", target), ("estimate", estimate)):
+        for name, signal in signals.items():
             tensor = torch.from_numpy(_peak_safe(signal)).float().unsqueeze(0)
-            writer.add_audio(f"valid_audio/{name}", tensor, self.current_epoch, sample_rate=sr)
+            self.tb_writer.add_audio(f"{tag}_audio/{name}", tensor, step, sample_rate=sr)
             image = spectrogram_image(signal, sr=sr)
-            writer.add_image(f"valid_spectrogram/{name}", image, self.current_epoch, dataformats="HWC")
+            self.tb_writer.add_image(f"{tag}_spectrogram/{name}", image, step, dataformats="HWC")
 
     # ---- stage hooks ----------------------------------------------------
     def on_stage_start(self, stage, epoch=None):
@@ -244,6 +290,7 @@ class EnhancementBrain(sb.Brain):
         else:
             self.metric_records = []
             self.test_rows = []
+            self.pending, self.num_pending = deque(), 0
             self.examples_written = 0
             self.valid_audio_logged = False
 
@@ -254,6 +301,7 @@ class EnhancementBrain(sb.Brain):
             stats.update({k: float(np.mean(v)) for k, v in self.train_components.items()})
             self.train_stats = stats
             return
+        self._resolve_all()
         if stage == sb.Stage.VALID:
             summary = summarize(self.metric_records)
             stats.update({k: v for k, v in summary.items() if k in self.hparams.valid_metrics})

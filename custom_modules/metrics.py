@@ -247,6 +247,15 @@ class MetricComputer:
         list of dict
             One record per utterance (see ``utterance_metrics``).
         """
+        return self.collect(self.submit(estimates, references, ids=ids, lengths=lengths))
+
+    def submit(self, estimates, references, ids=None, lengths=None) -> list:
+        """Start scoring without waiting; ``collect`` the returned handles later.
+
+        Lets a caller keep the workers busy across many small batches (e.g. a
+        test set evaluated one utterance at a time). Same arguments as
+        ``compute``. With ``num_workers=0`` the work is done here, at once.
+        """
         estimates = [_to_numpy(x) for x in estimates]
         references = [_to_numpy(x) for x in references]
         if len(estimates) != len(references):
@@ -258,33 +267,38 @@ class MetricComputer:
             lengths = [float(x) for x in _to_numpy(lengths)]
             if len(lengths) != len(estimates):
                 raise ValueError(f"{len(lengths)} lengths for {len(estimates)} utterances")
-            crop = [
-                int(round(rel * ref.shape[-1]))
-                for rel, ref in zip(lengths, references, strict=True)
-            ]
+            crop = [int(round(rel * ref.shape[-1])) for rel, ref in zip(lengths, references, strict=True)]
             estimates = [est[..., :n] for est, n in zip(estimates, crop, strict=True)]
             references = [ref[..., :n] for ref, n in zip(references, crop, strict=True)]
         jobs = list(zip(ids, estimates, references, strict=True))
         if self.num_workers == 0:
             return [
-                utterance_metrics(uid, est, ref, self.sr, self.metrics) for uid, est, ref in jobs
+                (uid, utterance_metrics(uid, est, ref, self.sr, self.metrics))
+                for uid, est, ref in jobs
             ]
-        futures = [
-            self._executor().submit(utterance_metrics, uid, est, ref, self.sr, self.metrics)
+        return [
+            (uid, self._executor().submit(utterance_metrics, uid, est, ref, self.sr, self.metrics))
             for uid, est, ref in jobs
         ]
-        records = []
-        for (uid, _, _), future in zip(jobs, futures, strict=True):
+
+    def collect(self, handles) -> list:
+        """Records of handles returned by ``submit``, in order (waits for them)."""
+        records, broken = [], False
+        for uid, handle in handles:
+            if isinstance(handle, dict):
+                records.append(handle)
+                continue
             try:
-                records.append(future.result())
+                records.append(handle.result())
             except BrokenProcessPool as err:
                 # A worker died (e.g. killed for memory): report, and start afresh next call.
+                broken = True
                 reason = f"BrokenProcessPool: worker process died ({err})"
                 record = {"id": uid}
                 for name in self.metrics:
                     record[name], record[f"{name}_error"] = math.nan, reason
                 records.append(record)
-        if any(isinstance(f.exception(), BrokenProcessPool) for f in futures):
+        if broken:
             self.close()
         return records
 

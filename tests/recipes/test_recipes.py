@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 import yaml as pyyaml
 from speechbrain.utils.run_opts import RunOptions
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = ROOT / "recipes"
@@ -141,6 +142,16 @@ def test_recipe_debug_run(train_py, hparams, demo_corpus, tmp_path):
         assert any(math.isfinite(float(row[c])) for c in estimate_cols), row
     summary = json.loads((report / "summary.json").read_text())
     assert summary["num_utterances"] == len(rows)
+
+    if resolved_value(output, "use_tensorboard").lower() == "true":
+        events = list(Path(resolved_value(output, "tensorboard_folder")).glob("events.out.*"))
+        assert len(events) == 1, events
+        accumulator = EventAccumulator(str(events[0]), size_guidance={"audio": 0, "images": 0})
+        accumulator.Reload()
+        tags = accumulator.Tags()
+        assert any(t.startswith("loss/") for t in tags["scalars"]), tags["scalars"]
+        assert any(t.startswith("valid_audio/") for t in tags["audio"]), tags["audio"]
+        assert any(t.startswith("valid_spectrogram/") for t in tags["images"]), tags["images"]
 
 
 def test_discovery_finds_the_recipes():

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from test_recipes import CPU_SIZE_OVERRIDES, ROOT, resolved_value
 
 TRAIN_PY = ROOT / "recipes" / "unet_tcm" / "train.py"
