@@ -118,8 +118,7 @@ def load_manifest(path, data_root=None, save_root=None) -> dict:
     resolved = {}
     for key, entry in manifest.items():
         resolved[key] = {
-            k: resolve_placeholders(v, roots) if isinstance(v, str) else v
-            for k, v in entry.items()
+            k: resolve_placeholders(v, roots) if isinstance(v, str) else v for k, v in entry.items()
         }
     return resolved
 
