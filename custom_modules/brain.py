@@ -345,9 +345,11 @@ class EnhancementBrain(sb.Brain):
         if not if_main_process():
             return
         folder = Path(self.hparams.test_report_folder)
-        fields = ["id", "input_snr_db"] + [
-            f"{k}_{p}" for k in metrics for p in ("mixture", "estimate", "delta")
-        ] + ["errors"]
+        fields = (
+            ["id", "input_snr_db"]
+            + [f"{k}_{p}" for k in metrics for p in ("mixture", "estimate", "delta")]
+            + ["errors"]
+        )
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=fields, restval="")
         writer.writeheader()

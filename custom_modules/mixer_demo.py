@@ -35,7 +35,11 @@ def write_examples(data_folder, out, num_examples=4, crop_sec=4.0, seed=0, sr=16
         prep / "speech_train.json", data_root=data_folder, crop_size_sec=crop_sec, sr=sr
     )
     noise = SignalSampler.from_manifest(
-        prep / "noise_train.json", data_root=data_folder, crop_size_sec=crop_sec, sr=sr, min_rms_db=-60
+        prep / "noise_train.json",
+        data_root=data_folder,
+        crop_size_sec=crop_sec,
+        sr=sr,
+        min_rms_db=-60,
     )
     rirs = RirSampler.from_manifest(prep / "rir_train.json", data_root=data_folder, sr=sr)
     seeds = np.random.SeedSequence(seed).spawn(num_examples)
@@ -51,7 +55,9 @@ def write_examples(data_folder, out, num_examples=4, crop_sec=4.0, seed=0, sr=16
         write_audio(folder / "mixture.wav", mixture, sr)
         write_audio(folder / "target.wav", target, sr)
         title = f"target={target_kind}, SNR {metadata['snr_db']:.1f} dB"
-        save_spectrograms_png(folder / "spectrograms.png", {"mixture": mixture, "target": target}, sr=sr, title=title)
+        save_spectrograms_png(
+            folder / "spectrograms.png", {"mixture": mixture, "target": target}, sr=sr, title=title
+        )
         atomic_write_json(folder / "metadata.json", metadata)
         folders.append(folder)
         print(f"{folder}: {title}")

@@ -44,8 +44,12 @@ def build_mixer(hparams, split):
     prep = Path(hparams["prep_folder"])
     crop = hparams["crop_sec"] if split == "train" else hparams["eval_crop_sec"]
     root = hparams["data_folder"]
-    speech = hparams["speech_sampler"](prep / f"speech_{split}.json", data_root=root, crop_size_sec=crop)
-    noise = hparams["noise_sampler"](prep / f"noise_{split}.json", data_root=root, crop_size_sec=crop)
+    speech = hparams["speech_sampler"](
+        prep / f"speech_{split}.json", data_root=root, crop_size_sec=crop
+    )
+    noise = hparams["noise_sampler"](
+        prep / f"noise_{split}.json", data_root=root, crop_size_sec=crop
+    )
     rirs = hparams["rir_sampler"](prep / f"rir_{split}.json", data_root=root)
     return hparams["mixer"](speech, noise, rirs)
 

@@ -24,10 +24,10 @@ import sys
 from pathlib import Path
 
 import speechbrain as sb
-from hyperpyyaml import load_hyperpyyaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a clone, uninstalled
 from custom_modules.brain import EnhancementBrain  # noqa: E402
+from custom_modules.experiment import setup_experiment, train_and_evaluate  # noqa: E402
 from custom_modules.recipe_data import enhancement_datasets, prepare_enhancement_data  # noqa: E402
 
 
@@ -52,37 +52,7 @@ class UNetTCMBrain(EnhancementBrain):
 
 
 if __name__ == "__main__":
-    hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
-    sb.utils.distributed.ddp_init_group(run_opts)  # no-op unless launched by torchrun
-    with open(hparams_file, encoding="utf-8") as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
-
-    sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"],
-        hyperparams_to_save=hparams_file,
-        overrides=overrides,
-    )
-
+    hparams, run_opts = setup_experiment(sys.argv[1:])
     # Manifests and the fixed valid/test sets: once, on the main process.
     sb.utils.distributed.run_on_main(prepare_enhancement_data, kwargs={"hparams": hparams})
-    train_set, valid_set, test_set = enhancement_datasets(hparams)
-
-    brain = UNetTCMBrain(
-        modules=hparams["modules"],
-        opt_class=hparams["opt_class"],
-        hparams=hparams,
-        run_opts=run_opts,
-        checkpointer=hparams["checkpointer"],
-    )
-    brain.fit(
-        brain.hparams.epoch_counter,
-        train_set,
-        valid_set,
-        train_loader_kwargs=hparams["train_loader_options"],
-        valid_loader_kwargs=hparams["valid_loader_options"],
-    )
-    brain.evaluate(
-        test_set,
-        max_key=hparams["checkpoint_key"],
-        test_loader_kwargs=hparams["test_loader_options"],
-    )
+    train_and_evaluate(UNetTCMBrain, hparams, run_opts, *enhancement_datasets(hparams))

@@ -37,7 +37,9 @@ def test_torchrun_two_processes(demo_corpus, tmp_path):
     assert proc.returncode == 0, log[-6000:]
 
     # Each rank reports its first training batch of each epoch (debug mode).
-    draws = re.findall(r"\[rank (\d)\] epoch (\d+) first training batch: ids=(\[.*?\]) checksum=(\S+)", log)
+    draws = re.findall(
+        r"\[rank (\d)\] epoch (\d+) first training batch: ids=(\[.*?\]) checksum=(\S+)", log
+    )
     by_rank = {}
     for rank, epoch, ids, checksum in draws:
         by_rank.setdefault(rank, {})[epoch] = (ids, checksum)
