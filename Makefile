@@ -6,6 +6,7 @@ export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 # Real recordings used by some tests (skipped with a reason when absent).
 export REAL_AUDIO_DIR ?= $(abspath $(CURDIR)/../shared/audio)
 DEMO_DATA ?= data/demo
+DEMO_RESULTS ?= results/demo_unet_tcm
 
 .PHONY: help venv test lint format demo demo-corpus mixer-demo bench clean
 
@@ -40,7 +41,12 @@ demo-corpus:
 mixer-demo: demo-corpus
 	$(PY) -m custom_modules.mixer_demo --data_folder $(DEMO_DATA) --out results/mixer_demo
 
-demo: mixer-demo
+# Generate the demo corpus if missing, train the CPU-size UNet-TCM for a bounded time
+# (max_train_minutes in the YAML), test the best-STOI checkpoint and print the table.
+# Run again to resume training from the last checkpoint.
+demo: demo-corpus
+	$(PY) recipes/unet_tcm/train.py recipes/unet_tcm/hparams/unet_cpu.yaml \
+		--data_folder $(DEMO_DATA) --output_folder $(DEMO_RESULTS)
 
 bench:
 	$(PY) benchmarks/mixing.py

@@ -18,23 +18,23 @@ is a few thousand operations per 10 ms frame, negligible here).
 
 Command line (figures of the full and CPU-size UNet-TCM)::
 
-    python -m custom_modules.complexity
-    python -m custom_modules.complexity --preset cpu --config channels=24 --config norm=batch_norm
+    python -m custom_modules.complexity    # unet.yaml and unet_cpu.yaml
+    python -m custom_modules.complexity recipes/<recipe>/hparams/<file>.yaml
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
-import inspect
 import math
+import re
+import tempfile
+from pathlib import Path
 
 import torch
+from hyperpyyaml import load_hyperpyyaml
 from torch import nn
 
-from custom_modules.models.unet_tcm import ComplexSpectralMapping, UNetEngine
-
-STFT_KEYS = ("n_fft", "win_length", "hop_length")
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
@@ -112,90 +112,52 @@ def macs_per_second(model: nn.Module, sr=16000, seconds=1.0) -> float:
     return (long - short) / seconds
 
 
-def unet_tcm_presets() -> dict:
-    """Keyword arguments of the full-size (paper) and CPU-size UNet-TCM models.
+def load_recipe_model(hparams_file, overrides=None) -> nn.Module:
+    """The ``model`` of a recipe YAML, built exactly as training builds it.
 
-    They mirror ``recipes/unet_tcm/hparams/unet.yaml`` and ``unet_cpu.yaml``
-    (keep them in sync); window and hop follow from ``n_fft`` (window
-    ``n_fft``, hop half of it). Returns new dicts on every call.
+    Output paths are redirected to a temporary folder (loading a recipe YAML
+    instantiates its logger and checkpointer); ``data_folder`` is not needed.
+
+    Arguments
+    ---------
+    hparams_file : str or Path
+        A recipe YAML with a top-level ``model`` key.
+    overrides : dict, optional
+        Extra top-level overrides (HyperPyYAML semantics).
     """
-    return {
-        "full": dict(
-            n_fft=320, num_layers=5, channels=64,
-            bottleneck_dim=256, tcm_hidden=64, tcm_kernel=5,
-            tcm_dilations=(1, 2, 4, 8, 16, 32), tcm_repeats=2, norm="frame_layer_norm",
-        ),
-        "cpu": dict(
-            n_fft=320, num_layers=4, channels=16,
-            bottleneck_dim=128, tcm_hidden=32, tcm_kernel=5,
-            tcm_dilations=(1, 2, 4, 8, 16), tcm_repeats=1, norm="frame_layer_norm",
-        ),
-    }  # fmt: skip
-
-
-def build_unet_tcm(**config) -> ComplexSpectralMapping:
-    """``ComplexSpectralMapping(UNetEngine(...))`` from one flat dict of hparams.
-
-    ``n_fft``/``win_length``/``hop_length`` go to the wrapper, everything
-    else to ``UNetEngine`` (``num_freqs`` is derived from ``n_fft``).
-
-    Example
-    -------
-    >>> model = build_unet_tcm(**unet_tcm_presets()["cpu"])
-    >>> model.engine.num_freqs
-    161
-    """
-    engine_keys = set(inspect.signature(UNetEngine).parameters) - {"num_freqs"}
-    unknown = set(config) - engine_keys - set(STFT_KEYS)
-    if unknown:
-        raise ValueError(
-            f"unknown UNet-TCM option(s) {sorted(unknown)}; "
-            f"expected some of {sorted(engine_keys | set(STFT_KEYS))}"
-        )
-    stft = {key: config[key] for key in STFT_KEYS if key in config}
-    n_fft = stft.setdefault("n_fft", 320)
-    engine_kwargs = {key: value for key, value in config.items() if key not in STFT_KEYS}
-    engine = UNetEngine(num_freqs=n_fft // 2 + 1, **engine_kwargs)
-    return ComplexSpectralMapping(engine, **stft)
-
-
-def _parse_override(text: str):
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"--config expects KEY=VALUE, got {text!r}")
-    key, value = text.split("=", 1)
-    try:
-        return key.strip(), ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        return key.strip(), value  # a bare string such as batch_norm
+    text = Path(hparams_file).read_text(encoding="utf-8")
+    keys = set(re.findall(r"^(\w+)\s*:", text, re.MULTILINE))
+    with tempfile.TemporaryDirectory() as tmp:
+        values = {k: tmp for k in ("data_folder", "output_folder") if k in keys}
+        hparams = load_hyperpyyaml(text, {**values, **(overrides or {})})
+    if "model" not in hparams:
+        raise KeyError(f"{hparams_file}: no top-level 'model' key")
+    return hparams["model"]
 
 
 def main(argv=None) -> dict:
-    """Print (and return) parameters and MACs/s of the chosen presets."""
+    """Print (and return) parameters and MACs/s of the models of recipe YAMLs."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", choices=("full", "cpu", "all"), default="all")
     parser.add_argument(
-        "--config",
-        action="append",
-        default=[],
-        type=_parse_override,
-        metavar="KEY=VALUE",
-        help="override a preset option (repeatable), e.g. channels=32 or tcm_dilations=(1,2,4)",
+        "hparams",
+        nargs="*",
+        default=[
+            str(RECIPES / "unet_tcm/hparams/unet.yaml"),
+            str(RECIPES / "unet_tcm/hparams/unet_cpu.yaml"),
+        ],
+        help="recipe YAML files (default: UNet-TCM unet.yaml and unet_cpu.yaml)",
     )
     parser.add_argument("--sr", type=int, default=16000)
     args = parser.parse_args(argv)
-
-    presets = unet_tcm_presets()
-    names = list(presets) if args.preset == "all" else [args.preset]
     results = {}
-    for name in names:
-        config = {**presets[name], **dict(args.config)}
-        model = build_unet_tcm(**config)
+    for hparams_file in args.hparams:
+        model = load_recipe_model(hparams_file)
         params = count_parameters(model)
         macs = macs_per_second(model, sr=args.sr)
-        results[name] = {"parameters": params, "macs_per_second": macs, "config": config}
+        results[hparams_file] = {"parameters": params, "macs_per_second": macs}
         print(
-            f"{name}: {params:,} parameters, {macs / 1e6:,.1f} M MACs per second of audio "
-            f"(STFT excluded; {config})"
+            f"{hparams_file}: {params:,} parameters, "
+            f"{macs / 1e6:,.1f} M MACs per second of audio (STFT excluded)"
         )
     return results
 

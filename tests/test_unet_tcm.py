@@ -5,7 +5,6 @@ import torch
 from torch import nn
 
 from custom_modules.complexity import (
-    build_unet_tcm,
     count_macs,
     count_parameters,
     macs_per_second,
@@ -326,13 +325,22 @@ def test_count_macs_of_tiny_unet_matches_hand_count():
     assert macs_per_second(model, sr=16000) == 16000 / 80 * per_frame  # 200 frames per second
 
 
-def test_complexity_cli_applies_overrides(capsys):
-    overrides = ["--config", "channels=8", "--config", "norm=batch_norm"]
-    results = main(["--preset", "cpu", "--sr", "4000", *overrides])
-    config = results["cpu"]["config"]
-    assert config["channels"] == 8 and config["norm"] == "batch_norm"
-    assert results["cpu"]["parameters"] == count_parameters(build_unet_tcm(**config))
-    assert results["cpu"]["macs_per_second"] > 0
-    assert "cpu:" in capsys.readouterr().out
-    with pytest.raises(ValueError, match="unknown UNet-TCM option"):
-        build_unet_tcm(n_fft=160, num_freqs=81)
+def test_complexity_cli_reads_the_recipe_yaml(tmp_path, capsys):
+    yaml_file = tmp_path / "tiny.yaml"
+    yaml_file.write_text(
+        "data_folder: !PLACEHOLDER\n"
+        "sample_rate: 16000\n"
+        "model: !new:custom_modules.models.unet_tcm.ComplexSpectralMapping\n"
+        "    n_fft: 160\n"
+        "    engine: !new:custom_modules.models.unet_tcm.UNetEngine\n"
+        "        num_freqs: 81\n        num_layers: 2\n        channels: 4\n"
+        "        bottleneck_dim: 8\n        tcm_hidden: 4\n        tcm_kernel: 3\n"
+        "        tcm_dilations: [1, 2]\n        tcm_repeats: 1\n"
+    )
+    results = main([str(yaml_file)])
+    direct = ComplexSpectralMapping(
+        UNetEngine(**tiny_engine_kwargs(n_fft=160, num_layers=2)), n_fft=160
+    )
+    assert results[str(yaml_file)]["parameters"] == count_parameters(direct)
+    assert results[str(yaml_file)]["macs_per_second"] == macs_per_second(direct)
+    assert "parameters" in capsys.readouterr().out
