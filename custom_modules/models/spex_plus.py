@@ -1,0 +1,310 @@
+"""SpEx+: complete time-domain target speaker extraction.
+
+After Ge, Xu, Wang, Chng, Dang and Li, "SpEx+: A Complete Time Domain Speaker
+Extraction Network", Interspeech 2020 (arXiv:2005.04686), written from the
+paper. Given a mixture and a reference (enrolment) utterance of the target
+speaker, the network outputs the target speaker's speech at three scales.
+
+Architecture (``(batch, channels, frames)`` layout throughout)
+--------------------------------------------------------------
+* **Twin multi-scale speech encoder** (:class:`MultiScaleEncoder`): three
+  ``Conv1d(1, N, L_i, stride=L_1 // 2)`` + ReLU with windows ``L_1 < L_2 <
+  L_3`` (paper: 20/80/160 samples at 8 kHz; 40/160/320 at 16 kHz). The same
+  module (shared weights) encodes the mixture and the reference. The input is
+  zero-padded at the end so that every scale yields the same number of
+  frames, frame ``k`` of every scale starting at sample ``k * stride``.
+* **Speaker encoder** (:class:`SpeakerEncoder`): channel-wise LayerNorm of the
+  concatenated ``3N`` reference channels, 1x1 conv, ResNet blocks (1x1 convs,
+  BatchNorm, PReLU, residual, max-pool 3), 1x1 conv to ``D`` and a mean over
+  the (valid) frames: the speaker embedding ``v``. A linear speaker
+  classification head on ``v`` is used only for the training loss.
+* **Speaker extractor** (:class:`SpeakerExtractor`): channel-wise LayerNorm of
+  the mixture's ``3N`` channels, 1x1 conv to ``O``, ``num_stacks`` stacks of
+  ``blocks_per_stack`` TCN blocks (dilation ``2**b``); the first block of
+  each stack also takes ``v``, repeated over frames and concatenated along
+  channels. TCN block: 1x1 conv ``-> P``, PReLU, gLN, depthwise conv (kernel
+  3, dilated, non-causal), PReLU, gLN, 1x1 conv ``-> O``, residual. Three
+  mask heads (1x1 conv ``O -> N`` + ReLU) mask the three encoder outputs.
+* **Multi-scale decoder**: one ``ConvTranspose1d(N, 1, L_i, stride)`` per
+  scale, cut to the input length: estimates ``s1, s2, s3``.
+
+The blocks (encoder, speaker encoder, extractor, norms) are in
+:mod:`custom_modules.models.spex_plus_blocks`. Normalisations use torch's
+built-ins: gLN is ``GroupNorm(1, C)`` (statistics over channels and frames per
+utterance, per-channel gain and bias), cLN is ``LayerNorm`` over channels at
+every frame.
+
+Training objective (:class:`SpexPlusLoss`): ``-(0.8 SI-SDR(s1) + 0.1
+SI-SDR(s2) + 0.1 SI-SDR(s3)) + 0.5 CE(logits, speaker)``.
+
+The paper's configuration at 16 kHz (the defaults of :class:`SpexPlus`) has
+about 11.2 M parameters plus ``257 * num_speakers`` for the classification
+head (see ``recipes/spex_plus/README.md`` for the measured counts).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from custom_modules.models.spex_plus_blocks import (
+    MultiScaleEncoder,
+    SpeakerEncoder,
+    SpeakerExtractor,
+)
+
+
+class SpexPlusOutput(NamedTuple):
+    """What :meth:`SpexPlus.forward` returns."""
+
+    estimates: torch.Tensor  # (batch, 3, samples): s1 (short), s2 (middle), s3 (long window)
+    speaker_logits: torch.Tensor | None  # (batch, num_speakers); None without a head
+    embedding: torch.Tensor  # (batch, embedding_dim)
+
+
+class SpexPlus(nn.Module):
+    """SpEx+ target speaker extraction network (see the module docstring).
+
+    Arguments
+    ---------
+    num_speakers : int
+        Classes of the speaker-classification head (training speakers); 0 for
+        no head (inference only; the head is never used to extract).
+    num_filters : int
+        ``N``, filters per encoder scale.
+    kernel_sizes : tuple of int
+        Encoder/decoder windows in samples (paper at 16 kHz: 40, 160, 320).
+    stride : int, optional
+        Frame shift (default: half the shortest window).
+    bottleneck_channels : int
+        ``O``, the TCN residual width.
+    hidden_channels : int
+        ``P``, the TCN inner width.
+    embedding_dim : int
+        ``D``, the speaker embedding size.
+    speaker_hidden_channels : int
+        Width after the speaker encoder's first 1x1 conv.
+    speaker_block_channels : tuple of int
+        Output widths of the speaker encoder's ResNet blocks.
+    num_stacks, blocks_per_stack, kernel_size : int
+        TCN layout: ``num_stacks`` stacks of ``blocks_per_stack`` blocks with
+        dilations ``1, 2, ..., 2**(blocks_per_stack - 1)``.
+
+    Example
+    -------
+    >>> model = SpexPlus(num_speakers=5, num_filters=16, kernel_sizes=(8, 16, 32),
+    ...                  bottleneck_channels=16, hidden_channels=32, embedding_dim=12,
+    ...                  speaker_hidden_channels=16, speaker_block_channels=(16, 16, 16),
+    ...                  num_stacks=2, blocks_per_stack=3)
+    >>> out = model(torch.randn(2, 1001), torch.randn(2, 900))
+    >>> tuple(out.estimates.shape), tuple(out.speaker_logits.shape), tuple(out.embedding.shape)
+    ((2, 3, 1001), (2, 5), (2, 12))
+    """
+
+    def __init__(self, num_speakers=0, num_filters=256, kernel_sizes=(40, 160, 320), stride=None,
+                 bottleneck_channels=256, hidden_channels=512, embedding_dim=256,
+                 speaker_hidden_channels=256, speaker_block_channels=(256, 512, 512),
+                 num_stacks=4, blocks_per_stack=8, kernel_size=3):  # fmt: skip
+        super().__init__()
+        self.encoder = MultiScaleEncoder(num_filters, kernel_sizes, stride)
+        self.speaker_encoder = SpeakerEncoder(
+            3 * num_filters, speaker_hidden_channels, tuple(speaker_block_channels), embedding_dim
+        )
+        self.extractor = SpeakerExtractor(
+            num_filters, bottleneck_channels, hidden_channels, embedding_dim,
+            num_stacks, blocks_per_stack, kernel_size,
+        )  # fmt: skip
+        stride = self.encoder.stride
+        self.decoders = nn.ModuleList(
+            nn.ConvTranspose1d(num_filters, 1, k, stride=stride) for k in self.encoder.kernel_sizes
+        )
+        self.num_speakers = int(num_speakers)
+        self.speaker_head = nn.Linear(embedding_dim, num_speakers) if num_speakers > 0 else None
+
+    @property
+    def min_reference_samples(self) -> int:
+        """Shortest reference (samples) that survives the speaker encoder's pooling."""
+        frames = self.speaker_encoder.min_frames
+        return (frames - 1) * self.encoder.stride + self.encoder.kernel_sizes[0]
+
+    @staticmethod
+    def _check_batch(name, waveform):
+        if waveform.dim() != 2:
+            raise ValueError(f"{name} must be (batch, samples), got shape {tuple(waveform.shape)}")
+
+    def embed(self, reference, reference_lengths=None):
+        """Speaker embedding of a reference batch.
+
+        Arguments
+        ---------
+        reference : torch.Tensor
+            (batch, samples), zero-padded at the end.
+        reference_lengths : torch.Tensor, optional
+            (batch,) relative lengths in (0, 1] (SpeechBrain convention): the
+            mean over frames ignores those computed from padding only.
+
+        Returns
+        -------
+        torch.Tensor
+            (batch, embedding_dim).
+        """
+        self._check_batch("reference", reference)
+        total = reference.shape[-1]
+        if total < self.min_reference_samples:
+            raise ValueError(
+                f"reference has {total} samples; SpEx+ needs at least "
+                f"{self.min_reference_samples} (the speaker encoder pools "
+                f"{self.speaker_encoder.min_frames} frames into one)"
+            )
+        if reference_lengths is None:
+            samples = torch.full((reference.shape[0],), total, dtype=torch.long)
+        else:
+            samples = torch.round(reference_lengths.detach().double().cpu() * total).long()
+        frames = torch.tensor([self.encoder.num_frames(int(n)) for n in samples])
+        encoded = torch.cat(self.encoder(reference), dim=1)
+        return self.speaker_encoder(encoded, frames)
+
+    def classify(self, embedding):
+        """Speaker logits of an embedding (training only); None without a head."""
+        return None if self.speaker_head is None else self.speaker_head(embedding)
+
+    def extract(self, mixture, embedding):
+        """Estimates of the target speaker at the three scales.
+
+        Arguments
+        ---------
+        mixture : torch.Tensor
+            (batch, samples).
+        embedding : torch.Tensor
+            (batch, embedding_dim), from :meth:`embed`.
+
+        Returns
+        -------
+        torch.Tensor
+            (batch, 3, samples): s1 (short window, the output), s2, s3.
+        """
+        self._check_batch("mixture", mixture)
+        num_samples = mixture.shape[-1]
+        encoded = self.encoder(mixture)
+        masks = self.extractor(encoded, embedding)
+        estimates = [
+            decoder(mask * enc).squeeze(1)[:, :num_samples]
+            for decoder, mask, enc in zip(self.decoders, masks, encoded, strict=True)
+        ]
+        return torch.stack(estimates, dim=1)
+
+    def forward(self, mixture, reference, reference_lengths=None) -> SpexPlusOutput:
+        """Extract the reference speaker from the mixture (see :meth:`embed`, :meth:`extract`)."""
+        embedding = self.embed(reference, reference_lengths)
+        estimates = self.extract(mixture, embedding)
+        return SpexPlusOutput(estimates, self.classify(embedding), embedding)
+
+
+def si_sdr(estimate, target, lengths=None, eps=1e-8):
+    """Scale-invariant SDR in dB per utterance, over the valid samples only.
+
+    Both signals are made zero-mean over their valid part; the target is
+    scaled by the least-squares gain; ``eps`` keeps silent inputs finite.
+
+    Arguments
+    ---------
+    estimate, target : torch.Tensor
+        (batch, samples).
+    lengths : torch.Tensor, optional
+        (batch,) relative lengths in (0, 1]; samples beyond are ignored.
+
+    Returns
+    -------
+    torch.Tensor
+        (batch,).
+
+    Example
+    -------
+    >>> t = torch.sin(torch.arange(400.0) / 5).repeat(2, 1)
+    >>> scores = si_sdr(3 * t + 0.01 * torch.cos(torch.arange(400.0)), t)
+    >>> scores.shape, bool((scores > 35).all())
+    (torch.Size([2]), True)
+    """
+    if estimate.shape != target.shape or estimate.dim() != 2:
+        raise ValueError(
+            "estimate and target must both be (batch, samples); got "
+            f"{tuple(estimate.shape)} and {tuple(target.shape)}"
+        )
+    total = estimate.shape[-1]
+    if lengths is None:
+        mask = torch.ones_like(estimate)
+    else:
+        valid = torch.round(lengths.to(torch.float64) * total).long().to(estimate.device)
+        positions = torch.arange(total, device=estimate.device)
+        mask = (positions < valid.unsqueeze(1)).to(estimate.dtype)
+    count = mask.sum(dim=1, keepdim=True).clamp(min=1.0)
+    estimate = (estimate - (estimate * mask).sum(1, keepdim=True) / count) * mask
+    target = (target - (target * mask).sum(1, keepdim=True) / count) * mask
+    gain = (estimate * target).sum(1, keepdim=True) / (target.pow(2).sum(1, keepdim=True) + eps)
+    projection = gain * target
+    residual = estimate - projection
+    ratio = projection.pow(2).sum(1) / (residual.pow(2).sum(1) + eps)
+    return 10 * torch.log10(ratio + eps)
+
+
+class SpexPlusLoss(nn.Module):
+    """Multi-scale negative SI-SDR plus weighted speaker cross-entropy.
+
+    ``loss = -sum_i w_i mean(SI-SDR(s_i, target)) + ce_weight * CE(logits, speaker)``
+    (paper: ``w = (0.8, 0.1, 0.1)``, ``ce_weight = 0.5``). The CE term is
+    skipped (zero) when no logits or labels are given, e.g. on validation
+    speakers unseen in training; items labelled ``-1`` (a speaker the head
+    does not know) are left out of it.
+
+    Example
+    -------
+    >>> loss_fn = SpexPlusLoss()
+    >>> target = torch.randn(2, 800)
+    >>> estimates = target.unsqueeze(1).repeat(1, 3, 1) + 0.1 * torch.randn(2, 3, 800)
+    >>> total, sdr, ce = loss_fn(estimates, target, logits=torch.randn(2, 4),
+    ...                          speaker_index=torch.tensor([0, 3]))
+    >>> bool(torch.isclose(total, -sdr + 0.5 * ce)), bool(sdr > 15)
+    (True, True)
+    """
+
+    def __init__(self, scale_weights=(0.8, 0.1, 0.1), ce_weight=0.5):
+        super().__init__()
+        if len(scale_weights) != 3 or min(scale_weights) < 0:
+            raise ValueError(f"scale_weights must be 3 non-negative numbers, got {scale_weights}")
+        if ce_weight < 0:
+            raise ValueError(f"ce_weight must be >= 0, got {ce_weight}")
+        self.scale_weights = tuple(float(w) for w in scale_weights)
+        self.ce_weight = float(ce_weight)
+
+    def forward(self, estimates, target, lengths=None, logits=None, speaker_index=None):
+        """Return ``(total, weighted SI-SDR in dB, cross-entropy)``, all scalars.
+
+        Arguments
+        ---------
+        estimates : torch.Tensor
+            (batch, 3, samples) from :meth:`SpexPlus.extract`.
+        target : torch.Tensor
+            (batch, samples).
+        lengths : torch.Tensor, optional
+            (batch,) relative lengths of the (padded) signals.
+        logits : torch.Tensor, optional
+            (batch, num_speakers).
+        speaker_index : torch.Tensor, optional
+            (batch,) class indices of the target speakers.
+        """
+        if estimates.dim() != 3 or estimates.shape[1] != 3:
+            raise ValueError(f"estimates must be (batch, 3, samples), got {tuple(estimates.shape)}")
+        weighted = sum(
+            w * si_sdr(estimates[:, i], target, lengths).mean()
+            for i, w in enumerate(self.scale_weights)
+        )
+        ce = weighted.new_zeros(())
+        if logits is not None and speaker_index is not None and self.ce_weight > 0:
+            labels = torch.as_tensor(speaker_index, device=logits.device).long()
+            known = labels >= 0  # -1: a speaker the head does not know
+            if known.any():
+                ce = F.cross_entropy(logits[known], labels[known])
+        return -weighted + self.ce_weight * ce, weighted, ce
