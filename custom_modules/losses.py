@@ -12,6 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# Power floor of the per-utterance level normalisation (digital silence).
+LEVEL_FLOOR = 1e-10
+
 
 class SpectralLoss(nn.Module):
     """Weighted complex + magnitude spectrogram loss between two waveforms.
@@ -38,6 +41,11 @@ class SpectralLoss(nn.Module):
         ``criterion(input, target, reduction=...)`` like the functions of
         ``torch.nn.functional`` (default ``mse_loss``). With ``lengths`` it is
         called with ``reduction="none"`` and must return elementwise losses.
+    normalize_level : bool
+        Divide estimate and target by the target's RMS, per utterance, before
+        the STFT, so quiet and loud utterances weigh the same (mixtures drawn
+        with a 30 dB range of levels would otherwise train on the loud ones
+        only). Default False.
 
     Example
     -------
@@ -51,9 +59,16 @@ class SpectralLoss(nn.Module):
     """
 
     def __init__(
-        self, n_fft=1024, win_length=None, hop_length=None, mult_complex=0.3, criterion=F.mse_loss
+        self,
+        n_fft=1024,
+        win_length=None,
+        hop_length=None,
+        mult_complex=0.3,
+        criterion=F.mse_loss,
+        normalize_level=False,
     ):
         super().__init__()
+        self.normalize_level = normalize_level
         if not 0.0 <= mult_complex <= 1.0:
             raise ValueError(f"mult_complex must be in [0, 1], got {mult_complex}")
         self.n_fft = n_fft
@@ -124,6 +139,19 @@ class SpectralLoss(nn.Module):
                 "estimate and target must both be (batch, samples); got "
                 f"{tuple(estimate.shape)} and {tuple(target.shape)}"
             )
+        if self.normalize_level:
+            # Every utterance weighs the same whatever its level: both signals are
+            # divided by the target's RMS (over its true length).
+            if lengths is None:
+                power = target.pow(2).mean(dim=1)
+            else:
+                abs_lengths = torch.round(lengths * target.shape[1]).clamp(min=1)
+                keep = (
+                    torch.arange(target.shape[1], device=target.device)[None] < abs_lengths[:, None]
+                )
+                power = (target.pow(2) * keep).sum(dim=1) / abs_lengths
+            rms = torch.sqrt(power + LEVEL_FLOOR).detach()[:, None]
+            estimate, target = estimate / rms, target / rms
         spec_est, spec_ref = self.spectrogram(estimate), self.spectrogram(target)
         mask = None
         if lengths is not None:

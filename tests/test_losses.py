@@ -134,3 +134,22 @@ def test_bad_arguments_raise_clear_errors():
         loss_fn(torch.zeros(100), torch.zeros(100))
     with pytest.raises(ValueError, match="lengths"):
         loss_fn(torch.zeros(2, 100), torch.zeros(2, 100), lengths=torch.ones(3))
+
+
+def test_normalize_level_makes_the_loss_level_invariant():
+    gen = torch.Generator().manual_seed(3)
+    target = torch.randn(3, 4000, generator=gen)
+    estimate = target + 0.3 * torch.randn(3, 4000, generator=gen)
+    gains = torch.tensor([[1.0], [1e-3], [30.0]])  # per-utterance levels 60 dB apart
+    lengths = torch.tensor([1.0, 0.75, 0.5])
+    loss = SpectralLoss(n_fft=256, normalize_level=True)
+    for a, b in zip(
+        loss(estimate, target, lengths),
+        loss(estimate * gains, target * gains, lengths),
+        strict=True,
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=0)
+    plain = SpectralLoss(n_fft=256)
+    assert not torch.isclose(
+        plain(estimate, target)[0], plain(estimate * gains, target * gains)[0], rtol=0.1
+    )

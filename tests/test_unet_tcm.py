@@ -36,7 +36,9 @@ def tiny_engine_kwargs(n_fft=160, num_layers=2, norm="frame_layer_norm"):
     )
 
 
-def tiny_model(n_fft=160, num_layers=2, norm="frame_layer_norm", delay_output=False, seed=None):
+def tiny_model(
+    n_fft=160, num_layers=2, norm="frame_layer_norm", delay_output=False, seed=None, **wrapper
+):
     """Tiny waveform model; ``seed`` makes its initialisation reproducible."""
     if seed is None:
         engine = UNetEngine(**tiny_engine_kwargs(n_fft, num_layers, norm))
@@ -44,7 +46,7 @@ def tiny_model(n_fft=160, num_layers=2, norm="frame_layer_norm", delay_output=Fa
         with torch.random.fork_rng():  # modules initialise from the global RNG; restore it
             torch.manual_seed(seed)
             engine = UNetEngine(**tiny_engine_kwargs(n_fft, num_layers, norm))
-    return ComplexSpectralMapping(engine, n_fft=n_fft, delay_output=delay_output)
+    return ComplexSpectralMapping(engine, n_fft=n_fft, delay_output=delay_output, **wrapper)
 
 
 def randn(*shape, seed=0):
@@ -344,3 +346,38 @@ def test_complexity_cli_reads_the_recipe_yaml(tmp_path, capsys):
     assert results[str(yaml_file)]["parameters"] == count_parameters(direct)
     assert results[str(yaml_file)]["macs_per_second"] == macs_per_second(direct)
     assert "parameters" in capsys.readouterr().out
+
+
+def test_level_normalization_makes_the_model_scale_equivariant():
+    model = tiny_model(n_fft=160, seed=0, level_normalization=True).eval().double()
+    plain = tiny_model(n_fft=160, seed=0).eval().double()
+    x = randn(2, 1600).double() * 0.1
+    with torch.no_grad():
+        out, out_quiet, out_loud = model(x), model(x * 1e-2), model(x * 10)
+        plain_out, plain_quiet = plain(x), plain(x * 1e-2)
+    torch.testing.assert_close(out_quiet * 1e2, out, rtol=1e-6, atol=1e-8)
+    torch.testing.assert_close(out_loud / 10, out, rtol=1e-6, atol=1e-8)
+    # Without it the mapping is not equivariant (biases and norms see the level).
+    assert not torch.allclose(plain_quiet * 1e2, plain_out, rtol=1e-3, atol=1e-6)
+
+
+def test_level_normalization_keeps_the_lookahead():
+    model = tiny_model(n_fft=160, seed=0, level_normalization=True).eval().double()
+    x = randn(1, 1600).double()
+    starts = list(range(800, 880))
+    with torch.no_grad():
+        outputs = model(perturb_after(x, starts))
+    first = [int(changed(outputs[r], outputs[0]).nonzero()[0]) - s for r, s in enumerate(starts, 1)]
+    assert min(first) >= -model.lookahead
+
+
+def test_frame_scale_is_the_bias_corrected_running_level():
+    model = tiny_model(n_fft=160, seed=0, level_normalization=True, norm_time_constant_frames=3.0)
+    spec = randn(1, 2, 6, 81).double()
+    scale = model.frame_scale(spec)[0, 0, :, 0]
+    power = spec.pow(2).mean(dim=(1, 3))[0]
+    decay, average, weight = model.norm_decay, 0.0, 0.0
+    for k in range(6):  # the recursion a streaming implementation runs
+        average = decay * average + (1 - decay) * power[k]
+        weight = decay * weight + (1 - decay)
+        assert abs(float(scale[k]) - float(torch.sqrt(average / weight))) < 1e-9

@@ -37,10 +37,17 @@ Causality
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchaudio.functional import lfilter
 from torchaudio.transforms import InverseSpectrogram, Spectrogram
+
+# Power floor of the level normalisation (a frame-power average; about -140 dB re
+# a full-scale 320-point frame), so digital silence gives no division by zero.
+LEVEL_FLOOR = 1e-12
 
 NORM_TYPES = ("frame_layer_norm", "batch_norm")
 
@@ -384,6 +391,14 @@ class ComplexSpectralMapping(nn.Module):
     delay_output : bool
         Delay the output by ``lookahead`` samples so that it is strictly causal
         (see the module docstring). Default False: time-aligned output.
+    level_normalization : bool
+        Divide the spectrum by its causal running level before the engine and
+        multiply the engine's output back (``frame_scale``): the model becomes
+        scale-equivariant, so inputs 30 dB apart are processed alike (the
+        engine's frame-wise normalisation would otherwise discard the level
+        the decoders need). Default False (the plain mapping).
+    norm_time_constant_frames : float
+        Time constant of that running level, in frames (100 = 1 s at hop 160).
 
     Example
     -------
@@ -396,7 +411,16 @@ class ComplexSpectralMapping(nn.Module):
     158
     """
 
-    def __init__(self, engine, n_fft=320, win_length=None, hop_length=None, delay_output=False):
+    def __init__(
+        self,
+        engine,
+        n_fft=320,
+        win_length=None,
+        hop_length=None,
+        delay_output=False,
+        level_normalization=False,
+        norm_time_constant_frames=100.0,
+    ):
         super().__init__()
         win_length = n_fft if win_length is None else win_length
         hop_length = win_length // 2 if hop_length is None else hop_length
@@ -417,6 +441,12 @@ class ComplexSpectralMapping(nn.Module):
         self.left_padding = n_fft // 2
         # Periodic Hann: zero at its first sample, hence win_length - 2 (see module docstring).
         self.lookahead = win_length - 2
+        if norm_time_constant_frames <= 0:
+            raise ValueError(
+                f"norm_time_constant_frames must be > 0, got {norm_time_constant_frames}"
+            )
+        self.level_normalization = level_normalization
+        self.norm_decay = math.exp(-1.0 / norm_time_constant_frames)
         stft_kwargs = dict(n_fft=n_fft, win_length=win_length, hop_length=hop_length)
         self.stft = Spectrogram(**stft_kwargs, power=None, center=False)
         self.istft = InverseSpectrogram(**stft_kwargs, center=True)
@@ -452,10 +482,40 @@ class ComplexSpectralMapping(nn.Module):
         complex_spec = torch.view_as_complex(spec.permute(0, 3, 2, 1).contiguous())
         return self.istft(complex_spec, length=num_samples)
 
+    def frame_scale(self, spec: torch.Tensor) -> torch.Tensor:
+        """Causal level of every frame: (batch, 2, frames, freqs) -> (batch, 1, frames, 1).
+
+        The square root of an exponential moving average (decay
+        ``norm_decay`` per frame, bias-corrected so the first frame is its own
+        average) of the frame's mean power over bins. It depends on frames
+        ``<= k`` only and scales exactly with the input, so
+        ``engine(spec / scale) * scale`` makes the model scale-equivariant:
+        ``model(g * x) == g * model(x)``. A streaming implementation keeps two
+        numbers of state: ``average = d * average + (1 - d) * power`` and
+        ``weight = d * weight + (1 - d)``; the level is ``sqrt(average / weight)``.
+        """
+        power = spec.pow(2).mean(dim=(1, 3))  # (batch, frames)
+        decay = self.norm_decay
+        average = lfilter(
+            power,
+            a_coeffs=torch.tensor([1.0, -decay], dtype=power.dtype, device=power.device),
+            b_coeffs=torch.tensor([1.0 - decay, 0.0], dtype=power.dtype, device=power.device),
+            clamp=False,
+        )
+        steps = torch.arange(1, power.shape[-1] + 1, dtype=power.dtype, device=power.device)
+        weight = 1.0 - decay**steps  # the same average of a constant 1
+        return torch.sqrt(average / weight + LEVEL_FLOOR)[:, None, :, None]
+
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         """(batch, samples) -> (batch, samples) enhanced waveform."""
         num_samples = waveform.shape[-1]
-        estimate = self.synthesis(self.engine(self.analysis(waveform)), num_samples)
+        spec = self.analysis(waveform)
+        if self.level_normalization:
+            scale = self.frame_scale(spec)
+            spec = self.engine(spec / scale) * scale
+        else:
+            spec = self.engine(spec)
+        estimate = self.synthesis(spec, num_samples)
         if self.delay_output:
             estimate = F.pad(estimate, (self.lookahead, 0))[:, :num_samples]
         return estimate
