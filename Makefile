@@ -24,7 +24,7 @@ venv:
 test:
 	@scripts/ensure_espeak.sh
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q --durations=15
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --durations=25
 
 lint:
 	$(PY) -m ruff check .

@@ -14,6 +14,8 @@ from torch import nn
 
 # Power floor of the per-utterance level normalisation (digital silence).
 LEVEL_FLOOR = 1e-10
+# Magnitude floor of the compression (its derivative is infinite at 0).
+COMPRESS_FLOOR = 1e-8
 
 
 class SpectralLoss(nn.Module):
@@ -41,6 +43,11 @@ class SpectralLoss(nn.Module):
         ``criterion(input, target, reduction=...)`` like the functions of
         ``torch.nn.functional`` (default ``mse_loss``). With ``lengths`` it is
         called with ``reduction="none"`` and must return elementwise losses.
+    compress_exponent : float
+        Both terms on power-law compressed spectra ``|S|**c`` (phase kept) when
+        below 1 (0.3 is common): the loss then follows the quieter
+        high-frequency bins too instead of the loudest low-frequency ones.
+        Default 1.0 (no compression).
     normalize_level : bool
         Divide estimate and target by the target's RMS, per utterance, before
         the STFT, so quiet and loud utterances weigh the same (mixtures drawn
@@ -66,9 +73,13 @@ class SpectralLoss(nn.Module):
         mult_complex=0.3,
         criterion=F.mse_loss,
         normalize_level=False,
+        compress_exponent=1.0,
     ):
         super().__init__()
+        if not 0.0 < compress_exponent <= 1.0:
+            raise ValueError(f"compress_exponent must be in (0, 1], got {compress_exponent}")
         self.normalize_level = normalize_level
+        self.compress_exponent = compress_exponent
         if not 0.0 <= mult_complex <= 1.0:
             raise ValueError(f"mult_complex must be in [0, 1], got {mult_complex}")
         self.n_fft = n_fft
@@ -95,6 +106,11 @@ class SpectralLoss(nn.Module):
             pad_mode="constant",
             return_complex=True,
         )
+
+    def compress(self, spec: torch.Tensor) -> torch.Tensor:
+        """Power-law compressed spectrum ``|S|**c * exp(j angle(S))`` (phase kept)."""
+        magnitude = spec.abs().clamp(min=COMPRESS_FLOOR)
+        return spec / magnitude * magnitude**self.compress_exponent
 
     def frame_mask(self, lengths: torch.Tensor, num_samples: int, num_frames: int) -> torch.Tensor:
         """(batch, frames) float mask of frames centred inside each signal.
@@ -153,6 +169,8 @@ class SpectralLoss(nn.Module):
             rms = torch.sqrt(power + LEVEL_FLOOR).detach()[:, None]
             estimate, target = estimate / rms, target / rms
         spec_est, spec_ref = self.spectrogram(estimate), self.spectrogram(target)
+        if self.compress_exponent != 1.0:
+            spec_est, spec_ref = self.compress(spec_est), self.compress(spec_ref)
         mask = None
         if lengths is not None:
             if lengths.shape != (estimate.shape[0],):

@@ -14,12 +14,18 @@ key=$( (cat "$root/requirements.txt"; echo "$pyver") | sha256sum | cut -c1-16)
 cache=${SB_ENHANCE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sb-enhance}
 venv="$cache/venv-py$pyver-$key"
 if [ ! -f "$venv/.complete" ]; then
-  echo "venv.sh: creating $venv (requirements changed or first run)" >&2
-  rm -rf "$venv"
   mkdir -p "$cache"
-  "$python" -m venv "$venv"
-  "$venv/bin/python" -m pip install -qq --upgrade pip >&2
-  "$venv/bin/python" -m pip install -qq -r "$root/requirements.txt" >&2
-  touch "$venv/.complete"
+  # One creator at a time: a second caller waits, then finds the venv complete.
+  exec 9>"$cache/.lock"
+  flock 9
+  if [ ! -f "$venv/.complete" ]; then
+    echo "venv.sh: creating $venv (requirements changed or first run)" >&2
+    rm -rf "$venv"
+    "$python" -m venv "$venv"
+    "$venv/bin/python" -m pip install -qq --upgrade pip >&2
+    "$venv/bin/python" -m pip install -qq -r "$root/requirements.txt" >&2
+    touch "$venv/.complete"
+  fi
+  flock -u 9
 fi
 echo "$venv"

@@ -153,3 +153,28 @@ def test_normalize_level_makes_the_loss_level_invariant():
     assert not torch.isclose(
         plain(estimate, target)[0], plain(estimate * gains, target * gains)[0], rtol=0.1
     )
+
+
+def test_compressed_loss_matches_a_hand_computation():
+    gen = torch.Generator().manual_seed(5)
+    target = torch.randn(2, 3000, generator=gen)
+    estimate = target + 0.5 * torch.randn(2, 3000, generator=gen)
+    loss = SpectralLoss(n_fft=256, compress_exponent=0.5, mult_complex=0.4)
+    total, complex_term, magnitude_term = loss(estimate, target)
+    s_est, s_ref = loss.spectrogram(estimate), loss.spectrogram(target)
+
+    def squash(spec):
+        magnitude = spec.abs().clamp(min=1e-8)
+        return spec / magnitude * magnitude.sqrt()
+
+    c_est, c_ref = squash(s_est), squash(s_ref)
+    expected_complex = F.mse_loss(torch.view_as_real(c_est), torch.view_as_real(c_ref))
+    expected_magnitude = F.mse_loss(c_est.abs(), c_ref.abs())
+    torch.testing.assert_close(complex_term, expected_complex)
+    torch.testing.assert_close(magnitude_term, expected_magnitude)
+    torch.testing.assert_close(total, 0.4 * expected_complex + 0.6 * expected_magnitude)
+    assert torch.isfinite(
+        torch.autograd.functional.jacobian(lambda e: loss(e, target)[0], torch.zeros(2, 3000))
+    ).all()  # finite at |S| = 0
+    with pytest.raises(ValueError, match="compress_exponent"):
+        SpectralLoss(compress_exponent=0.0)
