@@ -53,7 +53,13 @@ logger = logging.getLogger(__name__)
 # Utterances in flight per metric worker before the Brain waits for results.
 MAX_PENDING_PER_WORKER = 16
 # Display names; every metric is higher-is-better, the table shows estimate − mixture.
-METRIC_LABELS = {"snr": "SNR", "si_snr": "SI-SDR", "stoi": "STOI", "pesq": "PESQ"}
+METRIC_LABELS = {
+    "snr": "SNR",
+    "si_snr": "SI-SDR",
+    "stoi": "STOI",
+    "pesq": "PESQ",
+    "bss_sdr": "SDR (BSS Eval)",
+}
 
 
 @register_checkpoint_hooks
@@ -110,6 +116,18 @@ def trim_batch(signals, lengths):
 
 class EnhancementBrain(sb.Brain):
     """Base Brain for enhancement recipes (see the module docstring)."""
+
+    # Metrics scored in this process by ``local_metrics`` (e.g. ones that need
+    # the mixture) rather than by the metric workers; subclasses add names.
+    LOCAL_METRICS = ()
+
+    def local_metrics(self, mixtures, targets, estimates):
+        """Per-utterance scores of ``LOCAL_METRICS`` (lists of 1-D float64 arrays in).
+
+        Returns one dict per utterance, ``{name: (score of the estimate,
+        score of the mixture)}``; none by default.
+        """
+        return [{} for _ in estimates]
 
     # ---- data -----------------------------------------------------------
     def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):
@@ -193,6 +211,7 @@ class EnhancementBrain(sb.Brain):
         targets = trim_batch(target, lengths)
         mixtures = trim_batch(mixture, lengths)
         handles = self.metric_computer.submit(estimates, targets, ids=batch.id)
+        local = self.local_metrics(mixtures, targets, estimates)
         if stage == sb.Stage.TEST:
             handles += self.metric_computer.submit(mixtures, targets, ids=batch.id)
             snrs = getattr(batch, "snr_db", None)
@@ -204,21 +223,25 @@ class EnhancementBrain(sb.Brain):
                 signals = {"mixture": mixtures[0], "target": targets[0], "estimate": estimates[0]}
                 self._log_audio("valid", signals, self.current_epoch)
                 self.valid_audio_logged = True
-        self.pending.append((stage, handles, snrs))
+        self.pending.append((stage, handles, snrs, local))
         self.num_pending += len(handles)
         while self.num_pending > MAX_PENDING_PER_WORKER * max(1, self.hparams.metric_workers):
             self._resolve_oldest()
 
     def _resolve_oldest(self):
         """Collect the oldest submitted batch into validation records or test rows."""
-        stage, handles, snrs = self.pending.popleft()
+        stage, handles, snrs, local = self.pending.popleft()
         self.num_pending -= len(handles)
         records = self.metric_computer.collect(handles)
         if stage != sb.Stage.TEST:
+            for record, scores in zip(records, local, strict=True):
+                record.update({name: pair[0] for name, pair in scores.items()})
             self.metric_records.extend(records)
             return
         half = len(records) // 2
-        for est, mix, snr in zip(records[:half], records[half:], snrs, strict=True):
+        for est, mix, snr, scores in zip(records[:half], records[half:], snrs, local, strict=True):
+            est = {**est, **{name: pair[0] for name, pair in scores.items()}}
+            mix = {**mix, **{name: pair[1] for name, pair in scores.items()}}
             row = {"id": est["id"], "input_snr_db": _as_float(snr)}
             for key in self.hparams.test_metrics:
                 row[f"{key}_mixture"] = mix.get(key, math.nan)
@@ -280,7 +303,7 @@ class EnhancementBrain(sb.Brain):
             self.metric_computer = MetricComputer(
                 num_workers=self.hparams.metric_workers,
                 sr=self.hparams.sample_rate,
-                metrics=tuple(metrics),
+                metrics=tuple(m for m in metrics if m not in self.LOCAL_METRICS),
             )
         if stage == sb.Stage.TRAIN:
             self.train_components = {}
