@@ -59,6 +59,7 @@ METRIC_LABELS = {
     "stoi": "STOI",
     "pesq": "PESQ",
     "bss_sdr": "SDR (BSS Eval)",
+    "wsdr": "wSDR",
 }
 
 
