@@ -29,13 +29,27 @@ class AudioFileError(ValueError):
     """A file that cannot be used as audio (unreadable, wrong rate, silent...)."""
 
 
+def _temporary_sibling(path: Path, prefix: str, suffix: str) -> str:
+    """A new temporary file next to ``path``, with the mode ``open()`` would give it.
+
+    ``mkstemp`` creates files readable by their owner only; the umask-derived
+    mode keeps manifests and results readable as any other written file.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=suffix)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    return tmp
+
+
 def atomic_write_bytes(path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temporary file + ``os.replace``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = _temporary_sibling(path, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with open(tmp, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -185,8 +199,7 @@ def write_audio(path, samples, sr, subtype="PCM_16") -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
+    tmp = _temporary_sibling(path, prefix=f".{path.stem}.", suffix=path.suffix)
     try:
         sf.write(tmp, np.asarray(samples), sr, subtype=subtype)
         os.replace(tmp, path)
@@ -216,8 +229,7 @@ def open_audio_writer(path, sr, channels=1, subtype="PCM_16"):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
+    tmp = _temporary_sibling(path, prefix=f".{path.stem}.", suffix=path.suffix)
     try:
         with sf.SoundFile(tmp, "w", samplerate=sr, channels=channels, subtype=subtype) as handle:
             yield handle
