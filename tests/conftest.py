@@ -7,9 +7,33 @@ absent; everything else generates its fixtures at test time.
 """
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
+import speechbrain  # noqa: F401  (registers SpeechBrain's lazy modules in sys.modules)
+from speechbrain.utils.importutils import LazyModule
+
+
+def _hide_unloaded_lazy_modules():
+    """Give SpeechBrain's not-yet-loaded lazy modules ``__file__ = None``.
+
+    Hypothesis scans ``sys.modules`` with ``getattr(module, "__file__", None)``;
+    on a lazy module that triggers the import, and the optional k2 integration
+    then raises ImportError (k2 is not installed) in the middle of a test.
+    """
+    for module in list(sys.modules.values()):
+        if isinstance(module, LazyModule) and module.lazy_module is None:
+            module.__dict__["__file__"] = None
+
+
+_hide_unloaded_lazy_modules()
+
+
+@pytest.fixture(autouse=True)
+def _lazy_modules_stay_hidden():
+    """Modules imported by a test may register more lazy modules."""
+    _hide_unloaded_lazy_modules()
 
 
 def _real_audio_dir():
@@ -26,3 +50,45 @@ def real_audio_dir():
     if path is None:
         pytest.skip("REAL_AUDIO_DIR is not set or has no speech/ folder (see README)")
     return path
+
+
+@pytest.fixture(scope="session")
+def demo_corpus(tmp_path_factory):
+    """The offline demo corpus (tiny preset), generated once per session.
+
+    Same as ``tests/recipes/conftest.py``'s fixture (which takes precedence
+    under ``tests/recipes/``); here so that tests outside the recipe harness
+    can train on it too.
+    """
+    import shutil
+
+    from data_prepare.demo import generate_demo_corpus
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (make test installs it; see README)")
+    out = tmp_path_factory.mktemp("demo_corpus") / "demo"
+    return generate_demo_corpus(out, seed=0, size="tiny", progress=False)
+
+
+@pytest.fixture(scope="session")
+def unet_tcm_cpu_demo_run(demo_corpus, tmp_path_factory):
+    """Output folder of a debug run of ``recipes/unet_tcm`` with ``unet_cpu.yaml`` (once per session).
+
+    Trained a few batches on the tiny demo corpus, exactly as the recipe
+    harness runs it (``tests/recipes/test_recipes.py::run_recipe``): a real
+    checkpoint with real (if barely trained) weights, for tests of inference
+    code that need one.
+    """
+    from tests.recipes.test_recipes import run_recipe
+
+    root = Path(__file__).resolve().parents[1]
+    output = tmp_path_factory.mktemp("unet_tcm_cpu_run") / "run"
+    proc = run_recipe(
+        root / "recipes" / "unet_tcm" / "train.py",
+        root / "recipes" / "unet_tcm" / "hparams" / "unet_cpu.yaml",
+        demo_corpus,
+        output,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"unet_tcm debug run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return output
