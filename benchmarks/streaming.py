@@ -1,0 +1,196 @@
+"""Real-time streaming speed of the UNet-TCM: per-chunk latency and real-time factor, one thread.
+
+Usage::
+
+    python benchmarks/streaming.py [--seconds 10] [--configs unet.yaml unet_cpu.yaml] [--profile]
+
+For each recipe configuration (``recipes/unet_tcm/hparams/*.yaml``, random
+weights: the speed does not depend on them) the same ``--seconds`` of audio
+are streamed one 10 ms chunk (160 samples) at a time through
+``StreamingEnhancer`` with
+
+* ``eager``: the fused one-frame step (``FusedUNetStep``) in eager PyTorch;
+* ``onnx``: the same step exported to ONNX (explicit state inputs/outputs)
+  under onnxruntime;
+
+and the offline model is run on the whole signal at once (batch of 1) for
+comparison. Everything runs with one thread (``torch.set_num_threads(1)``,
+onnxruntime ``intra_op_num_threads=1``).
+
+Printed per configuration and path: median and 99th-percentile processing
+time per chunk (wall clock, everything included: STFT, level, step, history,
+overlap-add), the real-time factor (total processing time / audio duration)
+by wall clock and by CPU time of this thread (the fairer figure on a shared
+machine), and the load average before and after. ``--profile`` adds the
+eager PyTorch ops and the onnxruntime node types that take the time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from custom_modules.complexity import load_recipe_model, macs_per_second  # noqa: E402
+from custom_modules.streaming import StreamingEnhancer  # noqa: E402
+from custom_modules.streaming.export import export_model  # noqa: E402
+
+SR = 16000
+HPARAMS = REPO_ROOT / "recipes" / "unet_tcm" / "hparams"
+WARMUP_CHUNKS = 100
+
+
+def load_average() -> str:
+    return "/".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def time_streaming(enhancer: StreamingEnhancer, signal: np.ndarray) -> dict:
+    """Stream ``signal`` chunk by chunk; per-chunk wall times and total CPU time."""
+    hop = enhancer.chunk_size
+    chunks = signal[: signal.size // hop * hop].reshape(-1, hop)
+    enhancer.reset()
+    for chunk in chunks[:WARMUP_CHUNKS]:
+        enhancer.process_chunk(chunk)
+    enhancer.reset()
+    times = np.empty(len(chunks))
+    cpu_start = time.thread_time()
+    for index, chunk in enumerate(chunks):
+        start = time.perf_counter()
+        enhancer.process_chunk(chunk)
+        times[index] = time.perf_counter() - start
+    cpu = time.thread_time() - cpu_start
+    seconds = chunks.size / SR
+    return {
+        "median_ms": 1e3 * float(np.median(times)),
+        "p99_ms": 1e3 * float(np.percentile(times, 99)),
+        "rtf": float(times.sum()) / seconds,
+        "rtf_cpu": cpu / seconds,
+    }
+
+
+def time_offline(model, signal: np.ndarray, repeats: int = 3) -> dict:
+    """Whole-signal offline inference (best of ``repeats``)."""
+    waveform = torch.from_numpy(signal)[None]
+    walls, cpus = [], []
+    with torch.inference_mode():
+        model(waveform[:, :SR])  # warm-up
+        for _ in range(repeats):
+            wall, cpu = time.perf_counter(), time.thread_time()
+            model(waveform)
+            walls.append(time.perf_counter() - wall)
+            cpus.append(time.thread_time() - cpu)
+    seconds = signal.size / SR
+    return {"rtf": min(walls) / seconds, "rtf_cpu": min(cpus) / seconds}
+
+
+def profile_eager(enhancer: StreamingEnhancer, signal: np.ndarray, chunks: int = 300) -> None:
+    """Top eager PyTorch ops by self CPU time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    hop = enhancer.chunk_size
+    enhancer.reset()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for chunk in signal[: chunks * hop].reshape(-1, hop):
+                enhancer.process_chunk(chunk)
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+
+
+def profile_onnx(model, signal: np.ndarray, chunks: int = 300) -> None:
+    """Time per onnxruntime node type, per chunk (from onnxruntime's profiler)."""
+    import onnxruntime as ort
+
+    from custom_modules.streaming.export import INPUT_NAMES, OUTPUT_NAMES
+
+    proto = export_model(model)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    options.enable_profiling = True
+    with tempfile.TemporaryDirectory() as folder:
+        options.profile_file_prefix = str(Path(folder) / "ort")
+        session = ort.InferenceSession(proto, options, providers=["CPUExecutionProvider"])
+        enhancer = StreamingEnhancer.from_onnx(proto)
+
+        def runner(spec, past):
+            return session.run(OUTPUT_NAMES, {INPUT_NAMES[0]: spec, INPUT_NAMES[1]: past})
+
+        enhancer.runner = runner
+        hop = enhancer.chunk_size
+        for chunk in signal[: chunks * hop].reshape(-1, hop):
+            enhancer.process_chunk(chunk)
+        events = json.loads(Path(session.end_profiling()).read_text())
+    totals, counts = Counter(), Counter()
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            totals[event["args"]["op_name"]] += event["dur"]
+            counts[event["args"]["op_name"]] += 1
+    print(
+        f"  onnxruntime kernel time per chunk by node type "
+        f"({sum(counts.values()) / chunks:.0f} nodes):"
+    )
+    for name, total in totals.most_common(10):
+        print(f"    {name:22s} {total / chunks:7.1f} us  ({counts[name] / chunks:.0f} nodes)")
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="audio streamed per path")
+    parser.add_argument("--configs", nargs="+", default=["unet.yaml", "unet_cpu.yaml"])
+    parser.add_argument("--profile", action="store_true", help="show where the time goes")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    # Speed does not depend on the content; a speech-like level keeps it realistic.
+    signal = (0.05 * rng.standard_normal(round(args.seconds * SR))).astype(np.float32)
+
+    print(f"load average before: {load_average()}  (1/5/15 min; {os.cpu_count()} CPUs)")
+    print(f"{args.seconds:g} s of audio, chunks of 160 samples (10 ms), 1 thread\n")
+    header = (
+        f"{'config':14s} {'path':8s} {'median ms':>10s} {'p99 ms':>8s} {'RTF':>7s} {'RTF(cpu)':>9s}"
+    )
+    results = {}
+    for config in args.configs:
+        with torch.random.fork_rng(devices=[]):
+            model = load_recipe_model(HPARAMS / config).eval()
+        gmacs = macs_per_second(model) / 1e9
+        print(f"{config}: {gmacs:.2f} GMAC per second of audio")
+        print(header)
+        rows = {}
+        for backend in ("eager", "onnx"):
+            enhancer = StreamingEnhancer.from_model(model, backend=backend)
+            rows[backend] = time_streaming(enhancer, signal)
+            row = rows[backend]
+            print(
+                f"{config:14s} {backend:8s} {row['median_ms']:10.3f} {row['p99_ms']:8.3f} "
+                f"{row['rtf']:7.4f} {row['rtf_cpu']:9.4f}"
+            )
+            if args.profile and backend == "eager":
+                profile_eager(enhancer, signal)
+            if args.profile and backend == "onnx":
+                profile_onnx(model, signal)
+        rows["offline"] = time_offline(model, signal)
+        row = rows["offline"]
+        print(
+            f"{config:14s} {'offline':8s} {'':>10s} {'':>8s} "
+            f"{row['rtf']:7.4f} {row['rtf_cpu']:9.4f}\n"
+        )
+        results[config] = rows
+    print(f"load average after: {load_average()}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
