@@ -74,6 +74,27 @@ PEAK_LIMIT = 0.999  # highest output magnitude written to 16-bit PCM (-0.009 dBF
 CAUSAL_RAMP_SEC = 0.02  # crossfade ramp between chunks of a causal model
 
 
+# Past input a level-normalised model still weighs after this many time constants: e^-20.
+LEVEL_MEMORY_TIME_CONSTANTS = 20.0
+# Overlap kept on top of that memory (the TCM receptive field: 1.26 s for unet_cpu.yaml).
+RECEPTIVE_MARGIN_SEC = 1.5
+
+
+def model_memory_seconds(model, sample_rate: int) -> float:
+    """How much past input a chunk needs so that it matches whole-file processing (s).
+
+    ``ComplexSpectralMapping(level_normalization=True)`` divides by a running
+    level that forgets exponentially: after ``LEVEL_MEMORY_TIME_CONSTANTS``
+    time constants the older input weighs e^-20. Other models: 0 (the overlap
+    given on the command line is used as is).
+    """
+    if not getattr(model, "level_normalization", False):
+        return 0.0
+    time_constant_frames = -1.0 / math.log(model.norm_decay)
+    seconds = LEVEL_MEMORY_TIME_CONSTANTS * time_constant_frames * model.hop_length / sample_rate
+    return seconds + RECEPTIVE_MARGIN_SEC
+
+
 def model_processor(model, device="cpu"):
     """Wrap a waveform model ``(batch, samples) -> (batch, samples)`` as array -> array."""
 
@@ -331,6 +352,16 @@ def main(argv=None) -> int:
     except (RunFolderError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    memory = model_memory_seconds(run.model, run.sample_rate)
+    if memory > args.overlap_sec:
+        # The running level remembers further back than the overlap: widen it (and the
+        # chunks) so chunked output still equals whole-file output.
+        print(
+            f"Model with a running level (memory {memory:g} s): overlap raised from "
+            f"{args.overlap_sec:g} s to {memory:g} s, chunks to at least {3 * memory:g} s"
+        )
+        args.overlap_sec = memory
+        args.chunk_sec = max(args.chunk_sec, 3 * memory)
     hop_multiple = int(getattr(run.model, "hop_length", 1))
     lookahead = getattr(run.model, "lookahead", None)
     fade = "full-length crossfade" if lookahead is None else "causal model: late 20 ms ramp"
