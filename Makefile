@@ -51,6 +51,7 @@ demo: demo-corpus
 bench:
 	$(PY) benchmarks/mixing.py
 	$(PY) benchmarks/data_prepare.py
+	$(PY) benchmarks/streaming.py
 
 clean:
 	rm -rf results .pytest_cache .ruff_cache

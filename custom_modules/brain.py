@@ -1,9 +1,9 @@
 """Shared ``speechbrain.Brain`` pieces for waveform-in, waveform-out recipes.
 
 Recipes subclass :class:`EnhancementBrain` and write only what is theirs:
-``compute_forward`` (returns the estimated waveform, ``(batch, samples)``) and
 ``compute_objectives`` (returns the loss; it calls :meth:`log_train_losses`
-in training and :meth:`evaluate_estimates` on validation/test batches).
+in training and :meth:`evaluate_estimates` on validation/test batches) and,
+when the model is not simply ``model(mixture_waveform)``, ``compute_forward``.
 
 What lives here, so that recipes do not copy each other:
 
@@ -129,6 +129,16 @@ class EnhancementBrain(sb.Brain):
         score of the mixture)}``; none by default.
         """
         return [{} for _ in estimates]
+
+    def compute_forward(self, batch, stage):
+        """Default forward of waveform models: ``modules.model(mixture)``.
+
+        ``batch.mixture`` holds ``(batch, samples)`` waveforms; the model's
+        output is returned as is (override for other inputs, e.g. features).
+        """
+        batch = batch.to(self.device)
+        mixture, _ = batch.mixture
+        return self.modules.model(mixture)
 
     # ---- data -----------------------------------------------------------
     def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):

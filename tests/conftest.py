@@ -54,12 +54,7 @@ def real_audio_dir():
 
 @pytest.fixture(scope="session")
 def demo_corpus(tmp_path_factory):
-    """The offline demo corpus (tiny preset), generated once per session.
-
-    Same as ``tests/recipes/conftest.py``'s fixture (which takes precedence
-    under ``tests/recipes/``); here so that tests outside the recipe harness
-    can train on it too.
-    """
+    """The offline demo corpus (tiny preset), generated once per session (per xdist worker)."""
     import shutil
 
     from data_prepare.demo import generate_demo_corpus

@@ -33,14 +33,14 @@ class TemplateBrain(EnhancementBrain):
         return self.modules.model(mixture.unsqueeze(1)).squeeze(1)
 
     def compute_objectives(self, predictions, batch, stage):
-        """Training loss; per-utterance metrics on validation and test."""
+        """One loss (waveform MSE here); per-utterance metrics on validation and test."""
         target, lengths = batch.target
-        total, complex_term, magnitude_term = self.hparams.loss(predictions, target, lengths)
-        if stage == sb.Stage.TRAIN:
-            self.log_train_losses(loss=total, complex=complex_term, magnitude=magnitude_term)
-        else:
+        loss = self.hparams.loss(predictions, target, lengths)
+        if stage != sb.Stage.TRAIN:
             self.evaluate_estimates(batch, predictions, stage)
-        return total
+        else:
+            self.log_train_losses(loss=loss)
+        return loss
 
 
 if __name__ == "__main__":

@@ -41,12 +41,6 @@ from custom_modules.separation_data import (  # noqa: E402
 class ConvTasNetBrain(SeparationBrain):
     """Mixture waveform in, one waveform per speaker out; uPIT SI-SNR loss."""
 
-    def compute_forward(self, batch, stage):
-        """Separate the mixtures: (batch, samples) -> (batch, samples, num_sources)."""
-        batch = batch.to(self.device)
-        mixture, _ = batch.mixture
-        return self.modules.model(mixture)
-
     def compute_objectives(self, predictions, batch, stage):
         """Negative SI-SNR under the best permutation; scores on validation and test."""
         sources, _ = self.batch_sources(batch)

@@ -47,12 +47,6 @@ CORRUPTIONS = ("stft", "mixer")
 class DCUNetBrain(WSDRMetricMixin, EnhancementBrain):
     """DCUNet masking; loss: weighted SDR against the clean target."""
 
-    def compute_forward(self, batch, stage):
-        """Enhance the corrupted inputs: (batch, samples) -> (batch, samples)."""
-        batch = batch.to(self.device)
-        mixture, _ = batch.mixture
-        return self.modules.model(mixture)
-
     def compute_objectives(self, predictions, batch, stage):
         """wSDR loss; metrics (wSDR, SI-SDR, PESQ, STOI) on validation and test."""
         mixture, lengths = batch.mixture

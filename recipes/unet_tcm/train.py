@@ -32,13 +32,10 @@ from custom_modules.recipe_data import enhancement_datasets, prepare_enhancement
 
 
 class UNetTCMBrain(EnhancementBrain):
-    """Complex spectral mapping: the waveform goes in, the waveform comes out."""
+    """Complex spectral mapping, waveform in and out.
 
-    def compute_forward(self, batch, stage):
-        """Enhance the mixtures: (batch, samples) -> (batch, samples)."""
-        batch = batch.to(self.device)
-        mixture, _ = batch.mixture
-        return self.modules.model(mixture)
+    ``compute_forward`` is the shared default: ``modules.model(mixture)``.
+    """
 
     def compute_objectives(self, predictions, batch, stage):
         """Spectral loss (complex + magnitude); metrics on validation and test."""
