@@ -19,7 +19,12 @@ import soundfile as sf
 import torch
 from tqdm import tqdm
 
-from custom_modules.files import atomic_write_bytes, atomic_write_json, read_json
+from custom_modules.files import (
+    atomic_write_bytes,
+    atomic_write_json,
+    read_json,
+    recorded_set_manifest,
+)
 from custom_modules.sampling import derive_seed_sequences
 
 FIXED_SET_FORMAT = 1
@@ -59,7 +64,42 @@ def _distributed_rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-class OnTheFlyDataset(torch.utils.data.Dataset):
+class PerItemSeededDataset(torch.utils.data.Dataset):
+    """Map-style dataset of random items, each seeded by ``(seed, rank, epoch, index)``.
+
+    The shared seeding of the on-the-fly datasets: the stream does not depend
+    on ``num_workers``, no two DataLoader workers or DDP ranks share items, the
+    same ``(seed, rank, epoch, index)`` always gives the same item, and
+    ``set_epoch`` gives new items each epoch. ``rank`` defaults to the
+    ``torch.distributed`` rank when initialised, else env ``RANK``, else 0.
+    Subclasses draw item ``index`` from ``self.item_seed(index)``.
+    """
+
+    def __init__(self, length, seed=0, rank=None):
+        if int(length) < 1:
+            raise ValueError(f"length must be >= 1, got {length}")
+        self.length = int(length)
+        self.seed = int(seed)
+        self.rank = rank
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the items of ``epoch`` from now on."""
+        self.epoch = int(epoch)
+
+    def item_seed(self, index):
+        """``(item id, SeedSequence)`` of item ``index`` in the current epoch on this rank."""
+        if not 0 <= index < self.length:
+            raise IndexError(f"index {index} out of range for {self.length} items")
+        rank = _distributed_rank() if self.rank is None else int(self.rank)
+        item_id = f"r{rank}_e{self.epoch}_{int(index):08d}"
+        return item_id, np.random.SeedSequence([self.seed, rank, self.epoch, int(index)])
+
+
+class OnTheFlyDataset(PerItemSeededDataset):
     """A map-style Dataset of fresh random mixtures, reproducible per item.
 
     Item ``i`` reseeds the mixer with ``SeedSequence([seed, rank, epoch, i])``:
@@ -102,30 +142,16 @@ class OnTheFlyDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, sampler, length, seed=0, rank=None, return_metadata=False):
-        if int(length) < 1:
-            raise ValueError(f"length must be >= 1, got {length}")
+        super().__init__(length, seed=seed, rank=rank)
         self.sampler = sampler
-        self.length = int(length)
-        self.seed = int(seed)
-        self.rank = rank
-        self.epoch = 0
         self.return_metadata = bool(return_metadata)
 
-    def __len__(self) -> int:
-        return self.length
-
-    def set_epoch(self, epoch: int) -> None:
-        """Use the mixtures of ``epoch`` from now on."""
-        self.epoch = int(epoch)
-
     def __getitem__(self, index):
-        if not 0 <= index < self.length:
-            raise IndexError(f"index {index} out of range for {self.length} examples")
-        rank = _distributed_rank() if self.rank is None else int(self.rank)
-        self.sampler.reseed(np.random.SeedSequence([self.seed, rank, self.epoch, int(index)]))
+        item_id, seed = self.item_seed(index)
+        self.sampler.reseed(seed)
         mixture, target, metadata = self.sampler.sampler(return_metadata=True)
         item = {
-            "id": f"r{rank}_e{self.epoch}_{int(index):08d}",
+            "id": item_id,
             "mixture": torch.from_numpy(mixture),
             "target": torch.from_numpy(target),
         }
@@ -136,18 +162,10 @@ class OnTheFlyDataset(torch.utils.data.Dataset):
 
 def _fixed_set_done(out_dir: Path, options: dict) -> bool:
     """Whether ``out_dir`` holds a complete set made with ``options``."""
-    options_path, manifest_path = out_dir / "fixed_set_options.json", out_dir / "manifest.json"
-    if not (options_path.is_file() and manifest_path.is_file()):
-        return False
-    try:
-        if read_json(options_path) != options:
-            return False
-        manifest = read_json(manifest_path)
-    except ValueError:
-        return False
-    if len(manifest) != options["num_examples"]:
-        return False
-    return all(
+    manifest = recorded_set_manifest(
+        out_dir, "fixed_set_options.json", options, options["num_examples"]
+    )
+    return manifest is not None and all(
         (out_dir / kind / f"{key}.wav").is_file()
         for key in manifest
         for kind in ("mixture", "target")

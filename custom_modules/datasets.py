@@ -30,7 +30,7 @@ from scipy.signal import resample_poly
 from speechbrain.dataio.dataset import DynamicItemDataset
 from speechbrain.utils.data_pipeline import provides, takes
 
-from custom_modules._mixing_sets import _distributed_rank
+from custom_modules._mixing_sets import PerItemSeededDataset
 from custom_modules.files import (
     AUDIO_EXTENSIONS,
     AudioFileError,
@@ -282,7 +282,7 @@ def triplet_dataset(manifest_path, speakers=None, keys=None) -> DynamicItemDatas
     return dataset
 
 
-class OnTheFlyTripletDataset(torch.utils.data.Dataset):
+class OnTheFlyTripletDataset(PerItemSeededDataset):
     """Fresh random triplets, reproducible per ``(seed, rank, epoch, index)``.
 
     Item ``index`` is drawn by :class:`custom_modules.triplets.TripletMaker`
@@ -356,8 +356,7 @@ class OnTheFlyTripletDataset(torch.utils.data.Dataset):
         rank=None,
         keys=None,
     ):
-        if int(length) < 1:
-            raise ValueError(f"length must be >= 1, got {length}")
+        super().__init__(length, seed=seed, rank=rank)
         pool = SpeakerPool.from_manifest(speech_manifest, data_root=data_root, sr=sr)
         noises = None
         if noise_manifest is not None:
@@ -375,29 +374,13 @@ class OnTheFlyTripletDataset(torch.utils.data.Dataset):
         )
         self.speakers = list(pool.target_speakers if speakers is None else speakers)
         self._index_of = _speaker_indexer(self.speakers)
-        self.length = int(length)
-        self.seed = int(seed)
-        self.rank = rank
-        self.epoch = 0
         self._names = _output_keys(CANONICAL_KEYS, keys)
 
-    def __len__(self) -> int:
-        return self.length
-
-    def set_epoch(self, epoch: int) -> None:
-        """Draw the triplets of ``epoch`` from now on."""
-        self.epoch = int(epoch)
-
     def __getitem__(self, index):
-        if not 0 <= index < self.length:
-            raise IndexError(f"index {index} out of range for {self.length} items")
-        rank = _distributed_rank() if self.rank is None else int(self.rank)
-        rng = np.random.default_rng(
-            np.random.SeedSequence([self.seed, rank, self.epoch, int(index)])
-        )
-        signals, meta = self.maker.make(rng, want_interferer=False)
+        item_id, seed = self.item_seed(index)
+        signals, meta = self.maker.make(np.random.default_rng(seed), want_interferer=False)
         item = {
-            "id": f"r{rank}_e{self.epoch}_{int(index):08d}",
+            "id": item_id,
             "mix": torch.from_numpy(signals["mix"].astype(np.float32)),
             "ref": torch.from_numpy(signals["ref"].astype(np.float32)),
             "target": torch.from_numpy(signals["target"].astype(np.float32)),

@@ -79,6 +79,28 @@ def read_json(path):
         raise ValueError(f"{path}: not valid JSON ({err})") from err
 
 
+def recorded_set_manifest(out_dir, options_name, options, num_items):
+    """The manifest of a set written once in ``out_dir`` with exactly ``options``, else None.
+
+    Sets written once (fixed validation/test mixtures, speaker-extraction
+    triplets) record their options in ``out_dir/options_name`` and write
+    ``out_dir/manifest.json`` last. The set counts as made with ``options``
+    when both files parse, the options are equal and the manifest has
+    ``num_items`` entries; the caller checks its own audio files.
+    """
+    out_dir = Path(out_dir)
+    options_path, manifest_path = out_dir / options_name, out_dir / "manifest.json"
+    if not (options_path.is_file() and manifest_path.is_file()):
+        return None
+    try:
+        if read_json(options_path) != options:
+            return None
+        manifest = read_json(manifest_path)
+    except ValueError:
+        return None
+    return manifest if len(manifest) == num_items else None
+
+
 def resolve_placeholders(value: str, roots: dict) -> str:
     """Replace ``{name}`` placeholders of ``roots`` in a path string."""
     for name, root in roots.items():

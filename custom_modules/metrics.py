@@ -267,7 +267,10 @@ class MetricComputer:
             lengths = [float(x) for x in _to_numpy(lengths)]
             if len(lengths) != len(estimates):
                 raise ValueError(f"{len(lengths)} lengths for {len(estimates)} utterances")
-            crop = [int(round(rel * ref.shape[-1])) for rel, ref in zip(lengths, references, strict=True)]
+            crop = [
+                int(round(rel * ref.shape[-1]))
+                for rel, ref in zip(lengths, references, strict=True)
+            ]
             estimates = [est[..., :n] for est, n in zip(estimates, crop, strict=True)]
             references = [ref[..., :n] for ref, n in zip(references, crop, strict=True)]
         jobs = list(zip(ids, estimates, references, strict=True))

@@ -25,6 +25,7 @@ from custom_modules.files import (
     atomic_write_json,
     atomic_write_text,
     read_json,
+    recorded_set_manifest,
 )
 from custom_modules.sampling import derive_seed_sequences
 from custom_modules.triplets import CLIP_PEAK, SpeakerPool, TripletMaker, noise_pool
@@ -124,16 +125,10 @@ def _write_one(task):
 
 def _set_done(out_dir: Path, options: dict) -> bool:
     """Whether ``out_dir`` holds a complete set made with ``options``."""
-    options_path, manifest_path = out_dir / "triplet_options.json", out_dir / "manifest.json"
-    if not (options_path.is_file() and manifest_path.is_file()):
-        return False
-    try:
-        if read_json(options_path) != options:
-            return False
-        manifest = read_json(manifest_path)
-    except ValueError:
-        return False
-    if len(manifest) != options["num_triplets"]:
+    manifest = recorded_set_manifest(
+        out_dir, "triplet_options.json", options, options["num_triplets"]
+    )
+    if manifest is None:
         return False
     kinds = [k for k in FILE_LAYOUT if k != "interferer" or options["save_interferer"]]
     return all((out_dir / triplet_file(k, key)).is_file() for key in manifest for k in kinds)
