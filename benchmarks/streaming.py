@@ -169,7 +169,7 @@ def main(argv=None) -> dict:
         print(f"{config}: {gmacs:.2f} GMAC per second of audio")
         print(header)
         rows = {}
-        for backend in ("eager", "onnx"):
+        for backend in ("eager", "onnx", "native"):
             enhancer = StreamingEnhancer.from_model(model, backend=backend)
             rows[backend] = time_streaming(enhancer, signal)
             row = rows[backend]

@@ -50,7 +50,7 @@ from custom_modules.streaming.fused import FusedUNetStep
 from custom_modules.streaming.history import TcmHistory
 from custom_modules.streaming.stft import StreamingISTFT, StreamingSTFT
 
-BACKENDS = ("eager", "onnx")
+BACKENDS = ("eager", "onnx", "native")
 
 
 class RunningLevel:
@@ -176,10 +176,16 @@ class StreamingEnhancer:
 
             return cls.from_onnx(export_model(model, sample_rate))
         step = FusedUNetStep(model.engine)
+        if backend == "native":
+            from custom_modules.streaming.native import NativeStepRunner
+
+            runner = NativeStepRunner(step)
+        else:
+            runner = TorchStepRunner(step)
         framing = dict(n_fft=model.n_fft, win_length=model.win_length, hop_length=model.hop_length)
         level_decay = model.norm_decay if getattr(model, "level_normalization", False) else None
         return cls(
-            TorchStepRunner(step),
+            runner,
             TcmHistory(**step.history_config()),
             sample_rate=sample_rate,
             level=None if level_decay is None else RunningLevel(level_decay),
