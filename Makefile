@@ -52,6 +52,7 @@ bench:
 	$(PY) benchmarks/mixing.py
 	$(PY) benchmarks/data_prepare.py
 	$(PY) benchmarks/streaming.py
+	$(PY) benchmarks/streaming_equivalence.py
 
 clean:
 	rm -rf results .pytest_cache .ruff_cache

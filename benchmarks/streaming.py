@@ -12,6 +12,8 @@ are streamed one 10 ms chunk (160 samples) at a time through
 * ``eager``: the fused one-frame step (``FusedUNetStep``) in eager PyTorch;
 * ``onnx``: the same step exported to ONNX (explicit state inputs/outputs)
   under onnxruntime;
+* ``native``: the same step as C compiled for this CPU
+  (``custom_modules/streaming/native.py``);
 
 and the offline model is run on the whole signal at once (batch of 1) for
 comparison. Everything runs with one thread (``torch.set_num_threads(1)``,
@@ -45,6 +47,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from custom_modules.complexity import load_recipe_model, macs_per_second  # noqa: E402
 from custom_modules.streaming import StreamingEnhancer  # noqa: E402
+from custom_modules.streaming.engine import BACKENDS  # noqa: E402
 from custom_modules.streaming.export import export_model  # noqa: E402
 
 SR = 16000
@@ -169,7 +172,7 @@ def main(argv=None) -> dict:
         print(f"{config}: {gmacs:.2f} GMAC per second of audio")
         print(header)
         rows = {}
-        for backend in ("eager", "onnx", "native"):
+        for backend in BACKENDS:
             enhancer = StreamingEnhancer.from_model(model, backend=backend)
             rows[backend] = time_streaming(enhancer, signal)
             row = rows[backend]

@@ -10,8 +10,9 @@ Usage::
         python -m custom_modules.streaming --onnx model.onnx --input - --output - | \\
         aplay -f S16_LE -r 16000 -c 1 -t raw
 
-* Model: ``--run`` (best checkpoint of a training run; ``--backend eager`` or
-  ``onnx``, exported in memory) or ``--onnx`` (a file written by
+* Model: ``--run`` (best checkpoint of a training run; ``--backend eager``,
+  ``onnx`` (exported in memory) or ``native`` (compiled C, the fastest; needs a
+  C compiler on first use)) or ``--onnx`` (a file written by
   ``python -m custom_modules.streaming.export``).
 * Every input chunk (``chunk_size`` = 160 samples = 10 ms) is enhanced as soon
   as it is read, and written at once. Raw PCM output is the real-time stream:

@@ -2,9 +2,10 @@
 
 ``StreamingEnhancer`` chains the streaming STFT (``stft.py``), the fused
 one-frame step with its TCM history (``fused.py``, ``history.py``) and the
-overlap-add synthesis. The step runs either in eager PyTorch
-(``backend="eager"``) or as an ONNX graph under onnxruntime
-(``backend="onnx"``, see ``export.py``); both compute the same function.
+overlap-add synthesis. The step runs in eager PyTorch (``backend="eager"``),
+as an ONNX graph under onnxruntime (``backend="onnx"``, see ``export.py``)
+or as C compiled for this CPU (``backend="native"``, see ``native.py``; the
+fastest); all compute the same function.
 When the model normalises the level (``ComplexSpectralMapping(...,
 level_normalization=True)``, as the recipes do), ``RunningLevel`` keeps the
 causal running level (two numbers of state) and scales each frame in and out
@@ -160,8 +161,10 @@ class StreamingEnhancer:
         eval-mode semantics). The output stream relates to the time-aligned
         offline output (``delay_output=False``), whatever the model's setting.
         ``backend="onnx"`` exports the step in memory and runs it under
-        onnxruntime with one thread; ``"eager"`` runs it in PyTorch with the
-        caller's thread setting (use ``torch.set_num_threads(1)``).
+        onnxruntime with one thread; ``"native"`` runs it as compiled C (one
+        thread; compiled on first use, see ``native.py``); ``"eager"`` runs it
+        in PyTorch with the caller's thread setting (use
+        ``torch.set_num_threads(1)``).
         """
         for name in ("engine", "n_fft", "win_length", "hop_length"):
             if not hasattr(model, name):

@@ -34,6 +34,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -185,6 +186,8 @@ class NativeStepRunner:
         if not handle:
             raise ValueError(f"native step rejected the packed model: {message.value.decode()}")
         self._handle = ctypes.c_void_p(handle)
+        # Freed with the runner (and safely at interpreter exit, unlike __del__).
+        weakref.finalize(self, self._lib.sbe_unet_destroy, handle)
         self._spec = np.zeros((step.num_freqs, step.in_channels), dtype=np.float32)
         self._past = np.zeros(step.past_shape, dtype=np.float32)
         self._out = np.zeros((step.num_freqs, 2), dtype=np.float32)
@@ -198,9 +201,3 @@ class NativeStepRunner:
         np.copyto(self._past, past)
         self._step(*self._args)
         return self._out, self._present
-
-    def __del__(self):
-        handle = getattr(self, "_handle", None)
-        if handle is not None and handle.value:
-            self._lib.sbe_unet_destroy(handle)
-            self._handle = None

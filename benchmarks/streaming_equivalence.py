@@ -1,0 +1,74 @@
+"""Streamed vs offline output of the UNet-TCM, per backend, on real speech plus real noise.
+
+Usage::
+
+    REAL_AUDIO_DIR=../shared/audio python benchmarks/streaming_equivalence.py [--run FOLDER ...]
+
+Prints max |streamed - offline| (aligned by the 159-sample latency) on 10.5 s
+of real speech + real noise (``REAL_AUDIO_DIR``, as in
+``tests/test_streaming.py``) for the recipe configurations ``unet.yaml`` and
+``unet_cpu.yaml`` with their seeded random initialisation, and for the best
+checkpoint of each ``--run`` (a ``recipes/unet_tcm`` output folder), for the
+eager, onnx and native backends. The requirement is <= 1e-4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from custom_modules.run_loading import load_run  # noqa: E402
+from custom_modules.streaming import StreamingEnhancer  # noqa: E402
+from custom_modules.streaming.engine import BACKENDS  # noqa: E402
+from tests.test_streaming import (  # noqa: E402
+    CPU_YAML,
+    FULL_YAML,
+    noisy_speech,
+    offline,
+    recipe_model,
+    stream_chunks,
+)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--run", nargs="*", default=[], help="recipe output folders")
+    parser.add_argument("--seconds", type=float, default=10.5)
+    args = parser.parse_args(argv)
+    audio_dir = os.environ.get("REAL_AUDIO_DIR")
+    if not audio_dir or not Path(audio_dir).is_dir():
+        parser.error("set REAL_AUDIO_DIR to the shared recordings (../shared/audio)")
+    torch.set_num_threads(1)
+    signal = noisy_speech(Path(audio_dir), seconds=args.seconds)
+    models = {"unet.yaml, random": recipe_model(FULL_YAML)}
+    models["unet_cpu.yaml, random"] = recipe_model(CPU_YAML)
+    for run in args.run:
+        models[f"{run}, best checkpoint"] = load_run(run).model
+    print(f"{args.seconds:g} s of real speech + noise from {audio_dir}; max |streamed - offline|")
+    print(f"| model | {' | '.join(BACKENDS)} | max \\|offline\\| |")
+    print(f"| --- |{' --- |' * (len(BACKENDS) + 1)}")
+    results = {}
+    for name, model in models.items():
+        expected = offline(model, signal)
+        diffs = {}
+        for backend in BACKENDS:
+            enhancer = StreamingEnhancer.from_model(model, backend=backend)
+            delay = enhancer.latency_samples
+            streamed = stream_chunks(enhancer, signal)[delay : delay + signal.size]
+            diffs[backend] = float(np.abs(streamed - expected).max())
+        results[name] = diffs
+        cells = " | ".join(f"{diffs[b]:.1e}" for b in BACKENDS)
+        print(f"| {name} | {cells} | {np.abs(expected).max():.2f} |")
+    return results
+
+
+if __name__ == "__main__":
+    main()

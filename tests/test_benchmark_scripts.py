@@ -1,0 +1,35 @@
+"""The streaming benchmark scripts run from their README commands and measure what they claim.
+
+Short runs (no timing is asserted: tests check correctness, not speed).
+"""
+
+import math
+
+import pytest
+
+from benchmarks import streaming, streaming_equivalence
+
+
+def test_streaming_benchmark_times_every_backend_and_the_offline_model(capsys):
+    results = streaming.main(["--seconds", "1.5", "--configs", "unet_cpu.yaml"])
+    rows = results["unet_cpu.yaml"]
+    assert set(rows) == {"eager", "onnx", "native", "offline"}
+    for name, row in rows.items():
+        assert math.isfinite(row["rtf"]) and row["rtf"] > 0, name
+    for backend in ("eager", "onnx", "native"):
+        assert 0 < rows[backend]["median_ms"] <= rows[backend]["p99_ms"]
+    printed = capsys.readouterr().out
+    assert "unet_cpu.yaml  native" in printed and "load average after" in printed
+
+
+@pytest.mark.real_audio
+def test_streaming_equivalence_script_reports_every_backend_within_tolerance(
+    real_audio_dir, monkeypatch, capsys
+):
+    monkeypatch.setenv("REAL_AUDIO_DIR", str(real_audio_dir))
+    results = streaming_equivalence.main(["--seconds", "2"])
+    assert set(results) == {"unet.yaml, random", "unet_cpu.yaml, random"}
+    for diffs in results.values():
+        assert set(diffs) == {"eager", "onnx", "native"}
+        assert all(0 <= diff <= 1e-4 for diff in diffs.values())
+    assert "| unet.yaml, random |" in capsys.readouterr().out
