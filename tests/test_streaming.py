@@ -327,7 +327,8 @@ def test_trained_demo_checkpoint_streams_like_offline(unet_tcm_cpu_demo_run, rea
 
 @pytest.mark.slow
 @pytest.mark.real_audio
-def test_ten_minutes_keep_memory_flat_and_do_not_drift(real_audio_dir):
+@pytest.mark.parametrize("backend", ["onnx", "native"])
+def test_ten_minutes_keep_memory_flat_and_do_not_drift(backend, real_audio_dir):
     """10 min through the CPU-size model: RSS flat after the first minute, windows equal offline.
 
     Offline reference in windows: the model is causal; its engine's temporal
@@ -339,7 +340,7 @@ def test_ten_minutes_keep_memory_flat_and_do_not_drift(real_audio_dir):
     model = recipe_model(CPU_YAML)
     minutes = 10
     signal = noisy_speech(real_audio_dir, seconds=60 * minutes, seed=2)
-    enhancer = StreamingEnhancer.from_model(model, backend="onnx")
+    enhancer = StreamingEnhancer.from_model(model, backend=backend)
     hop, delay = enhancer.chunk_size, enhancer.latency_samples
     num_chunks = signal.size // hop
     streamed = np.full(num_chunks * hop, np.nan, dtype=np.float32)  # written now: resident

@@ -55,8 +55,7 @@ typedef struct {
     DecoderLevel *dec;
     const float *proj_in_b, *proj_in_w, *past_b, *past_w, *proj_out_b, *proj_out_w;
     /* workspace */
-    float *work, *x_a, *x_b, *patches, *skips, *bx, *h, *u, *conv, *gated, *past_terms, *y_a,
-        *y_b;
+    float *work, *x_a, *x_b, *patches, *skips, *bx, *h, *conv, *gated, *past_terms, *y_a, *y_b;
     float **skip_at;
 } Unet;
 
@@ -337,14 +336,14 @@ void *sbe_unet_create(const int32_t *plan, long plan_len, const float *weights, 
 
     max_dec = MAX(max_dec, max_rows_c);
     const long sizes[] = {max_rows_c, max_rows_c, max_patches, skip_total, B, H, PATHS * H,
-                          PATHS * H, 2 * H, (long)T * PATHS * H, max_dec, max_dec};
+                          2 * H, (long)T * PATHS * H, max_dec, max_dec};
     long total = 0;
     for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) total += (sizes[i] + 15) / 16 * 16;
     u->work = aligned_alloc(64, sizeof(float) * total);
     if (!u->work) FAIL("out of memory");
     memset(u->work, 0, sizeof(float) * total);
     float *cursor = u->work;
-    float **slots[] = {&u->x_a, &u->x_b, &u->patches, &u->skips, &u->bx, &u->h, &u->u,
+    float **slots[] = {&u->x_a, &u->x_b, &u->patches, &u->skips, &u->bx, &u->h,
                        &u->conv, &u->gated, &u->past_terms, &u->y_a, &u->y_b};
     for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
         *slots[i] = cursor;
