@@ -298,11 +298,12 @@ def test_enhance_and_flush_return_the_aligned_offline_output():
 
 
 @pytest.mark.real_audio
-def test_full_size_random_model_streams_like_offline_on_real_speech(real_audio_dir):
+@pytest.mark.parametrize("backend", ["eager", "native"])  # onnx: tests/test_streaming_export.py
+def test_full_size_random_model_streams_like_offline_on_real_speech(backend, real_audio_dir):
     model = recipe_model(FULL_YAML)
     signal = noisy_speech(real_audio_dir, seconds=10.5)
     expected = offline(model, signal)
-    enhancer = StreamingEnhancer.from_model(model, backend="eager")
+    enhancer = StreamingEnhancer.from_model(model, backend=backend)
     streamed = stream_chunks(enhancer, signal)
     delay = enhancer.latency_samples
     assert delay == 159
@@ -314,11 +315,14 @@ def test_full_size_random_model_streams_like_offline_on_real_speech(real_audio_d
 
 @pytest.mark.slow
 @pytest.mark.real_audio
-def test_trained_demo_checkpoint_streams_like_offline(unet_tcm_cpu_demo_run, real_audio_dir):
+@pytest.mark.parametrize("backend", ["eager", "native"])
+def test_trained_demo_checkpoint_streams_like_offline(
+    backend, unet_tcm_cpu_demo_run, real_audio_dir
+):
     loaded = load_run(unet_tcm_cpu_demo_run)
     signal = noisy_speech(real_audio_dir, seconds=10.5, seed=1)
     expected = offline(loaded.model, signal)
-    enhancer = StreamingEnhancer.from_run(unet_tcm_cpu_demo_run, backend="eager")
+    enhancer = StreamingEnhancer.from_run(unet_tcm_cpu_demo_run, backend=backend)
     streamed = stream_chunks(enhancer, signal)
     aligned = streamed[enhancer.latency_samples : enhancer.latency_samples + signal.size]
     assert np.sqrt(np.mean(expected**2)) > 1e-4
