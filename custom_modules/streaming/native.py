@@ -58,6 +58,7 @@ def _cpu_flags() -> str:
 
 
 def _compiler() -> str:
+    """Full path of ``$CC`` (default ``cc``); a clear error when there is none."""
     compiler = os.environ.get("CC", "cc")
     path = shutil.which(compiler)
     if path is None:
@@ -70,6 +71,7 @@ def _compiler() -> str:
 
 
 def cache_folder() -> Path:
+    """Where compiled steps are kept: ``$SBE_NATIVE_CACHE`` or ``~/.cache/sb-enhance/native``."""
     return Path(os.environ.get("SBE_NATIVE_CACHE", Path.home() / ".cache/sb-enhance/native"))
 
 
