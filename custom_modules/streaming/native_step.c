@@ -1,7 +1,7 @@
 /* One frame of the streaming UNet-TCM, compiled for the machine it runs on.
  *
  * The C version of custom_modules/streaming/fused.py (FusedUNetStep.forward):
- * same folded weights, same order of operations, one call per frame. It
+ * same folded weights, same operations (to float rounding), one call per frame. It
  * exists because per-op runtimes spend most of a frame between ops: the
  * full configuration runs ~360 onnxruntime nodes per frame, most on vectors
  * of 64-256 values, while the arithmetic (~6 M multiply-accumulates) and the
