@@ -287,13 +287,34 @@ class PrepJob:
         Where manifests, report, options and converted copies go.
     kinds : tuple of str
         Manifest kinds this preparation writes (all three splits each).
-    options : dict
-        Every option that changes the outputs (JSON-serialisable).
     function : str
         Name of the public function, recorded with the options.
+    valid_ratio, test_ratio : float
+        Fractions of groups (speakers, rooms or files) for valid and test.
+    seed : int
+        Seed of the split.
+    sample_rate : int
+        Target rate; other rates are resampled once into ``save_folder``.
+    **options
+        Every other option that changes the outputs (JSON-serialisable).
     """
 
-    def __init__(self, name: str, data_folder, save_folder, kinds, options: dict, function: str):
+    def __init__(
+        self,
+        name: str,
+        data_folder,
+        save_folder,
+        kinds,
+        function: str,
+        /,  # so that an option may be called "kinds" (prepare_dns records it)
+        *,
+        valid_ratio: float,
+        test_ratio: float,
+        seed: int,
+        sample_rate: int,
+        **options,
+    ):
+        check_ratios(valid_ratio, test_ratio)
         unknown = set(kinds) - set(KINDS)
         if unknown:
             raise ValueError(f"unknown manifest kind(s) {sorted(unknown)}; expected {KINDS}")
@@ -301,10 +322,16 @@ class PrepJob:
         self.data_root = Path(data_folder).expanduser().resolve()
         self.save_folder = Path(save_folder).expanduser().resolve()
         self.kinds = tuple(kinds)
+        self.valid_ratio, self.test_ratio = valid_ratio, test_ratio
+        self.seed, self.sample_rate = seed, sample_rate
         self.options = {
             "function": function,
             "schema_version": MANIFEST_SCHEMA_VERSION,
             "data_folder": str(self.data_root),
+            "valid_ratio": valid_ratio,
+            "test_ratio": test_ratio,
+            "seed": seed,
+            "sample_rate": sample_rate,
             **options,
         }
         self.options_path = self.save_folder / f"prep_options_{name}.json"
@@ -350,16 +377,13 @@ class PrepJob:
             return True
         return False
 
-    def execute(
-        self, collect_items, valid_ratio, test_ratio, seed, sample_rate, num_workers, skip_prep
-    ) -> dict:
+    def execute(self, collect_items, num_workers=None, skip_prep=False) -> dict:
         """The whole flow of a ``prepare_*`` function.
 
         ``skip_prep`` returns the manifest paths at once; otherwise the data
         folder must exist, a finished identical preparation is skipped, and
         else ``collect_items()`` (the corpus scanner) feeds :meth:`run`.
         """
-        check_ratios(valid_ratio, test_ratio)
         if skip_prep:
             return self.manifest_paths()
         require_folder(self.data_root, "data folder")
@@ -367,10 +391,9 @@ class PrepJob:
             raise ValueError(f"save_folder must differ from data_folder ({self.data_root})")
         if self.skip_if_done():
             return self.manifest_paths()
-        items = collect_items()
-        return self.run(items, valid_ratio, test_ratio, seed, sample_rate, num_workers)
+        return self.run(collect_items(), num_workers)
 
-    def run(self, items, valid_ratio, test_ratio, seed, sample_rate, num_workers=None) -> dict:
+    def run(self, items, num_workers=None) -> dict:
         """Check/convert ``items`` in a pool, split, write manifests, report, options.
 
         Returns
@@ -378,7 +401,6 @@ class PrepJob:
         dict
             ``{(kind, split): manifest_path}`` for every kind of this job.
         """
-        check_ratios(valid_ratio, test_ratio)
         self.save_folder.mkdir(parents=True, exist_ok=True)
         # Forget the old record first: an interrupted redo must not look done.
         self.options_path.unlink(missing_ok=True)
@@ -389,7 +411,7 @@ class PrepJob:
                 path=str(item.path),
                 rel_path=item.rel_path,
                 save_root=str(self.save_folder),
-                sample_rate=sample_rate,
+                sample_rate=self.sample_rate,
                 is_rir=item.kind == "rir",
             )
             for item in items
@@ -424,7 +446,7 @@ class PrepJob:
 
         manifests = self.manifest_paths()
         for kind in self.kinds:
-            split_of = split_by_group(groups[kind], valid_ratio, test_ratio, seed)
+            split_of = split_by_group(groups[kind], self.valid_ratio, self.test_ratio, self.seed)
             split_of.update(fixed[kind])
             for split in SPLITS:
                 manifest = {

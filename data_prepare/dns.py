@@ -168,22 +168,13 @@ def prepare_dns(
     if not kinds or set(kinds) - {"speech", "noise", "rir"}:
         raise ValueError(f"kinds={kinds!r}: expected a non-empty subset of speech, noise, rir")
     kinds = tuple(k for k in ("speech", "noise", "rir") if k in kinds)
-    options = dict(
-        valid_ratio=valid_ratio,
-        test_ratio=test_ratio,
-        seed=seed,
-        sample_rate=sample_rate,
+    job = PrepJob(
+        "dns", data_folder, save_folder, kinds, "prepare_dns",
+        valid_ratio=valid_ratio, test_ratio=test_ratio, seed=seed, sample_rate=sample_rate,
         kinds=list(kinds),
-    )
-    job = PrepJob("dns", data_folder, save_folder, kinds, options, "prepare_dns")
+    )  # fmt: skip
     return job.execute(
-        lambda: dns_items(job.data_root, kinds, exclude=[job.save_folder]),
-        valid_ratio,
-        test_ratio,
-        seed,
-        sample_rate,
-        num_workers,
-        skip_prep,
+        lambda: dns_items(job.data_root, kinds, exclude=[job.save_folder]), num_workers, skip_prep
     )
 
 

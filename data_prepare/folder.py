@@ -91,22 +91,13 @@ def prepare_folder(
     """
     if kind not in KINDS:
         raise ValueError(f"kind={kind!r}: expected one of {KINDS}")
-    options = dict(
+    job = PrepJob(
+        f"folder_{kind}", data_folder, save_folder, (kind,), "prepare_folder",
+        valid_ratio=valid_ratio, test_ratio=test_ratio, seed=seed, sample_rate=sample_rate,
         kind=kind,
-        valid_ratio=valid_ratio,
-        test_ratio=test_ratio,
-        seed=seed,
-        sample_rate=sample_rate,
-    )
-    job = PrepJob(f"folder_{kind}", data_folder, save_folder, (kind,), options, "prepare_folder")
+    )  # fmt: skip
     return job.execute(
-        lambda: folder_items(job.data_root, kind, exclude=[job.save_folder]),
-        valid_ratio,
-        test_ratio,
-        seed,
-        sample_rate,
-        num_workers,
-        skip_prep,
+        lambda: folder_items(job.data_root, kind, exclude=[job.save_folder]), num_workers, skip_prep
     )
 
 

@@ -165,22 +165,13 @@ def prepare_librispeech(
     # Carve valid/test out of the training speakers only when not given.
     carve_valid = 0.0 if "valid" in mapped else valid_ratio
     carve_test = 0.0 if "test" in mapped else test_ratio
-    options = dict(
-        splits=splits,
-        valid_ratio=carve_valid,
-        test_ratio=carve_test,
-        seed=seed,
-        sample_rate=sample_rate,
-    )
     job = PrepJob(
-        "librispeech", data_folder, save_folder, ("speech",), options, "prepare_librispeech"
-    )
+        "librispeech", data_folder, save_folder, ("speech",), "prepare_librispeech",
+        valid_ratio=carve_valid, test_ratio=carve_test, seed=seed, sample_rate=sample_rate,
+        splits=splits,
+    )  # fmt: skip
     return job.execute(
         lambda: librispeech_items(job.data_root, splits, exclude=[job.save_folder]),
-        carve_valid,
-        carve_test,
-        seed,
-        sample_rate,
         num_workers,
         skip_prep,
     )

@@ -99,20 +99,13 @@ def prepare_musan(
     if not categories or set(categories) - set(CATEGORIES):
         raise ValueError(f"categories={categories!r}: expected a non-empty subset of {CATEGORIES}")
     categories = [c for c in CATEGORIES if c in categories]
-    options = dict(
-        valid_ratio=valid_ratio,
-        test_ratio=test_ratio,
-        seed=seed,
-        sample_rate=sample_rate,
+    job = PrepJob(
+        "musan", data_folder, save_folder, ("noise",), "prepare_musan",
+        valid_ratio=valid_ratio, test_ratio=test_ratio, seed=seed, sample_rate=sample_rate,
         categories=categories,
-    )
-    job = PrepJob("musan", data_folder, save_folder, ("noise",), options, "prepare_musan")
+    )  # fmt: skip
     return job.execute(
         lambda: musan_items(job.data_root, categories, exclude=[job.save_folder]),
-        valid_ratio,
-        test_ratio,
-        seed,
-        sample_rate,
         num_workers,
         skip_prep,
     )

@@ -188,18 +188,12 @@ def prepare_rirs(
     dict
         ``{("rir", split): manifest_path}``.
     """
-    options = dict(
-        valid_ratio=valid_ratio, test_ratio=test_ratio, seed=seed, sample_rate=sample_rate
-    )
-    job = PrepJob("rirs", data_folder, save_folder, ("rir",), options, "prepare_rirs")
+    job = PrepJob(
+        "rirs", data_folder, save_folder, ("rir",), "prepare_rirs",
+        valid_ratio=valid_ratio, test_ratio=test_ratio, seed=seed, sample_rate=sample_rate,
+    )  # fmt: skip
     return job.execute(
-        lambda: find_rir_items(job.data_root, exclude=[job.save_folder]),
-        valid_ratio,
-        test_ratio,
-        seed,
-        sample_rate,
-        num_workers,
-        skip_prep,
+        lambda: find_rir_items(job.data_root, exclude=[job.save_folder]), num_workers, skip_prep
     )
 
 

@@ -104,7 +104,19 @@ def stream_delay_samples(n_fft: int, win_length: int, hop_length: int) -> int:
     return frame_delay_chunks(n_fft, hop_length) * hop_length + n_fft // 2 - window_offset - 1
 
 
-class StreamingSTFT:
+class _Framing:
+    """Framing shared by the streaming analysis and synthesis (defaults as the offline model)."""
+
+    def __init__(self, n_fft=320, win_length=None, hop_length=None):
+        win_length = n_fft if win_length is None else win_length
+        hop_length = win_length // 2 if hop_length is None else hop_length
+        _check_framing(n_fft, win_length, hop_length)
+        self.n_fft, self.win_length, self.hop_length = n_fft, win_length, hop_length
+        self.num_freqs = n_fft // 2 + 1
+        self.window = hann_window(win_length, n_fft).astype(np.float32)
+
+
+class StreamingSTFT(_Framing):
     """Causal framing and real FFT, one chunk of ``hop_length`` samples at a time.
 
     Spectra are ``(n_fft // 2 + 1, 2)`` float32 arrays: real and imaginary
@@ -124,15 +136,10 @@ class StreamingSTFT:
     """
 
     def __init__(self, n_fft=320, win_length=None, hop_length=None):
-        win_length = n_fft if win_length is None else win_length
-        hop_length = win_length // 2 if hop_length is None else hop_length
-        _check_framing(n_fft, win_length, hop_length)
-        self.n_fft, self.win_length, self.hop_length = n_fft, win_length, hop_length
-        self.num_freqs = n_fft // 2 + 1
-        self.window = hann_window(win_length, n_fft).astype(np.float32)
+        super().__init__(n_fft, win_length, hop_length)
         # Samples at the end of the stream that belong to no complete frame yet
         # (0 when n_fft - n_fft//2 is a multiple of the hop, as with the defaults).
-        self._lag = (n_fft // 2 - n_fft) % hop_length
+        self._lag = (n_fft // 2 - n_fft) % self.hop_length
         self._buffer = np.zeros(n_fft + self._lag, dtype=np.float32)
         self.reset()
 
@@ -162,7 +169,7 @@ class StreamingSTFT:
         return spectrum.astype(np.complex64, copy=False).view(np.float32).reshape(-1, 2)
 
 
-class StreamingISTFT:
+class StreamingISTFT(_Framing):
     """Weighted overlap-add synthesis matching ``torch.istft(center=True)``, one frame at a time.
 
     The output is the offline synthesis delayed by ``delay`` samples
@@ -183,13 +190,9 @@ class StreamingISTFT:
     """
 
     def __init__(self, n_fft=320, win_length=None, hop_length=None):
-        win_length = n_fft if win_length is None else win_length
-        hop_length = win_length // 2 if hop_length is None else hop_length
-        _check_framing(n_fft, win_length, hop_length)
-        self.n_fft, self.win_length, self.hop_length = n_fft, win_length, hop_length
-        self.num_freqs = n_fft // 2 + 1
+        super().__init__(n_fft, win_length, hop_length)
+        win_length, hop_length = self.win_length, self.hop_length
         self.delay = stream_delay_samples(n_fft, win_length, hop_length)
-        self.window = hann_window(win_length, n_fft).astype(np.float32)
         # Index (relative to the newest frame's start) of the first sample not yet final.
         self._first_open = (n_fft - win_length) // 2 + 1
         self._signal = np.zeros(n_fft + hop_length, dtype=np.float32)
