@@ -5,6 +5,8 @@ PY = "$$(scripts/venv.sh)/bin/python"
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 # Real recordings used by some tests (skipped with a reason when absent).
 export REAL_AUDIO_DIR ?= $(abspath $(CURDIR)/../shared/audio)
+# The real-speech corpus (speech/<speaker>/, noise/, rir/) of make demo-real and its tests.
+export REAL_CORPUS_DIR ?= $(abspath $(CURDIR)/../shared/real_corpus)
 DEMO_DATA ?= data/demo
 DEMO_RESULTS ?= results/demo_unet_tcm
 
@@ -56,3 +58,21 @@ bench:
 
 clean:
 	rm -rf results .pytest_cache .ruff_cache
+
+# Enhancement quality of runs against peer systems (noisereduce, RNNoise, DeepFilterNet3) on a
+# fixed test set, in the benchmark venv (scripts/venv.sh --bench: requirements-bench.txt too).
+# make bench-quality QUALITY_TEST_SET=<fixed set folder> QUALITY_RUNS="<run folder> ..."
+# [QUALITY_ARGS="--max_utterances 20 --output_json results/quality.json"]
+QUALITY_TEST_SET ?=
+QUALITY_RUNS ?=
+QUALITY_ARGS ?=
+BENCH_PY = "$$(scripts/venv.sh --bench)/bin/python"
+
+.PHONY: bench-quality
+bench-quality:
+	@if [ -z "$(QUALITY_TEST_SET)" ]; then \
+		echo "usage: make bench-quality QUALITY_TEST_SET=<fixed set folder> [QUALITY_RUNS=\"<run> ...\"] [QUALITY_ARGS=...]" >&2; \
+		exit 2; \
+	fi
+	OMP_NUM_THREADS=1 $(BENCH_PY) benchmarks/quality.py --test_set "$(QUALITY_TEST_SET)" \
+		$(foreach run,$(QUALITY_RUNS),--run "$(run)") $(QUALITY_ARGS)

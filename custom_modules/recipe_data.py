@@ -1,7 +1,10 @@
 """Data pipeline shared by the enhancement recipes (UNet-TCM, spectral masking...).
 
-* Manifests: :func:`data_prepare.dns.prepare_dns` on ``data_folder`` (a
-  DNS-style root, the original DNS layout, or the demo corpus) into
+* Manifests: :func:`data_prepare.plain.prepare_plain` when ``data_folder``
+  is a plain corpus root (``speech/<speaker>/``, ``noise/``, ``rir/``, plus
+  the ``PLAIN_CORPUS_KEYS``: extra folders, held-out noise/RIRs, generated
+  babble, synthetic noise and rooms), else :func:`data_prepare.dns.prepare_dns`
+  (a DNS-style root, the original DNS layout, or the demo corpus), into
   ``prep_folder``; skipped when already done with the same options.
 * Training: mixtures drawn on the fly from the train manifests by the mixer
   (:class:`custom_modules.mixing.OnTheFlyDataset`), new ones every epoch.
@@ -16,11 +19,13 @@ every number stays in the YAML. Keys read: ``data_folder``, ``prep_folder``,
 ``sample_rate``, ``crop_sec``, ``eval_crop_sec``, ``speech_sampler``,
 ``noise_sampler``, ``rir_sampler``, ``mixer``, ``num_valid_examples``,
 ``num_test_examples``, ``valid_set_seed``, ``test_set_seed``, ``seed``,
-``train_batches_per_epoch``, ``batch_size``.
+``train_batches_per_epoch``, ``batch_size`` and, for a plain corpus root,
+``PLAIN_CORPUS_KEYS``.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -30,8 +35,28 @@ from speechbrain.utils.data_pipeline import provides, takes
 from custom_modules.files import load_manifest, read_audio
 from custom_modules.mixing import OnTheFlyDataset, write_fixed_set
 from data_prepare.dns import prepare_dns
+from data_prepare.plain import is_plain_root, prepare_plain
+
+logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
+# YAML keys passed to data_prepare.plain.prepare_plain (same names as its arguments).
+PLAIN_CORPUS_KEYS = (
+    "extra_noise_folders",
+    "extra_rir_folders",
+    "noise_valid_ratio",
+    "noise_test_ratio",
+    "rir_valid_ratio",
+    "rir_test_ratio",
+    "valid_patterns",
+    "test_patterns",
+    "babble_speaker_ratio",
+    "num_babble_files",
+    "babble_sec",
+    "num_synthetic_noise_files",
+    "synthetic_noise_sec",
+    "num_simulated_rirs",
+)
 
 
 def fixed_set_folder(hparams, split):
@@ -39,24 +64,41 @@ def fixed_set_folder(hparams, split):
     return Path(hparams["prep_folder"]) / f"fixed_{split}"
 
 
+def split_manifest(hparams, kind, split):
+    """Manifest of ``kind`` for ``split``; the training one when that split has none.
+
+    A plain corpus prepared with a noise (or RIR) ratio of 0 for a split has
+    no held-out files there: its fixed set then draws from the training files
+    (not noise-disjoint), which is logged.
+    """
+    prep = Path(hparams["prep_folder"])
+    path = prep / f"{kind}_{split}.json"
+    if split != "train" and kind != "speech" and path.is_file() and not load_manifest(path):
+        logger.warning(
+            "no %s files held out for %s in %s: the %s set uses the training %s files",
+            kind, split, prep, split, kind,
+        )  # fmt: skip
+        return prep / f"{kind}_train.json"
+    return path
+
+
 def build_mixer(hparams, split):
     """The YAML's mixer on the ``split`` manifests (crops: ``crop_sec`` for train)."""
-    prep = Path(hparams["prep_folder"])
     crop = hparams["crop_sec"] if split == "train" else hparams["eval_crop_sec"]
     root = hparams["data_folder"]
     speech = hparams["speech_sampler"](
-        prep / f"speech_{split}.json", data_root=root, crop_size_sec=crop
+        split_manifest(hparams, "speech", split), data_root=root, crop_size_sec=crop
     )
     noise = hparams["noise_sampler"](
-        prep / f"noise_{split}.json", data_root=root, crop_size_sec=crop
+        split_manifest(hparams, "noise", split), data_root=root, crop_size_sec=crop
     )
-    rirs = hparams["rir_sampler"](prep / f"rir_{split}.json", data_root=root)
+    rirs = hparams["rir_sampler"](split_manifest(hparams, "rir", split), data_root=root)
     return hparams["mixer"](speech, noise, rirs)
 
 
-def prepare_enhancement_data(hparams):
-    """Manifests and fixed valid/test sets (run it through ``run_on_main``)."""
-    prepare_dns(
+def prepare_manifests(hparams):
+    """Speech/noise/RIR manifests of ``data_folder``: plain layout or DNS layouts."""
+    common = dict(
         data_folder=hparams["data_folder"],
         save_folder=hparams["prep_folder"],
         valid_ratio=hparams["valid_ratio"],
@@ -65,6 +107,26 @@ def prepare_enhancement_data(hparams):
         sample_rate=hparams["sample_rate"],
         skip_prep=hparams["skip_prep"],
     )
+    if is_plain_root(hparams["data_folder"]):
+        missing = [key for key in PLAIN_CORPUS_KEYS if key not in hparams]
+        if missing:
+            raise KeyError(
+                f"{hparams['data_folder']} is a plain corpus root (speech/, noise/, rir/) but "
+                f"the recipe YAML lacks the keys {missing} (see recipes/unet_tcm/hparams)"
+            )
+        return prepare_plain(**common, **{key: hparams[key] for key in PLAIN_CORPUS_KEYS})
+    extras = [k for k in ("extra_noise_folders", "extra_rir_folders") if hparams.get(k)]
+    if extras:
+        raise ValueError(
+            f"{extras} are only read for a plain corpus root (speech/<speaker>/, noise/, "
+            f"rir/); {hparams['data_folder']} has a DNS layout"
+        )
+    return prepare_dns(**common)
+
+
+def prepare_enhancement_data(hparams):
+    """Manifests and fixed valid/test sets (run it through ``run_on_main``)."""
+    prepare_manifests(hparams)
     fixed_sets = {
         "valid": (hparams["num_valid_examples"], hparams["valid_set_seed"]),
         "test": (hparams["num_test_examples"], hparams["test_set_seed"]),

@@ -55,6 +55,10 @@ class FileTask:
         Target sample rate.
     is_rir : bool
         Keep RIR precision (float wav) and estimate the RT60.
+    entry_path : str, optional
+        Manifest path of the file when it is used as it is (default
+        ``{data_root}/<rel_path>``); files outside the data root (extra
+        folders) give their absolute path, generated ones ``{save_root}/...``.
     """
 
     path: str
@@ -62,6 +66,7 @@ class FileTask:
     save_root: str
     sample_rate: int
     is_rir: bool = False
+    entry_path: str | None = None
 
 
 @dataclass(frozen=True)
@@ -191,7 +196,7 @@ def inspect_file(task: FileTask) -> FileResult:
         entry["orig_sr"] = orig_sr
         entry["orig_channels"] = orig_channels
     else:
-        entry["path"] = "{data_root}/" + task.rel_path
+        entry["path"] = task.entry_path or "{data_root}/" + task.rel_path
         entry["duration"] = round(frames / orig_sr, 6)
         entry["sr"] = orig_sr
         entry["channels"] = orig_channels

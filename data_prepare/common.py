@@ -78,6 +78,9 @@ class AudioItem:
         Fixed split (LibriSpeech's official ones); None: drawn by seed.
     fields : dict
         Extra manifest fields (``speaker``, ``chapter``, ``words``...).
+    entry_path : str, optional
+        Manifest path when the file is used as it is (default
+        ``{data_root}/<rel_path>``; see ``data_prepare._inspect.FileTask``).
     """
 
     path: Path
@@ -87,6 +90,7 @@ class AudioItem:
     group: str | None = None
     split: str | None = None
     fields: dict = field(default_factory=dict)
+    entry_path: str | None = None
 
 
 def require_folder(folder, what: str) -> Path:
@@ -248,7 +252,7 @@ def split_by_group(groups: dict, valid_ratio: float, test_ratio: float, seed: in
         if ratio > 0 and count == 0:
             count = 1
         count = min(count, max(left - 1, 0))
-        if ratio > 0 and count == 0:
+        if ratio > 0 and count == 0 and names:
             logger.warning(
                 "only %d group(s): %s split left empty (ratio %s)", len(names), split, ratio
             )
@@ -413,6 +417,7 @@ class PrepJob:
                 save_root=str(self.save_folder),
                 sample_rate=self.sample_rate,
                 is_rir=item.kind == "rir",
+                entry_path=item.entry_path,
             )
             for item in items
         ]

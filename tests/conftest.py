@@ -53,6 +53,31 @@ def real_audio_dir():
 
 
 @pytest.fixture(scope="session")
+def real_corpus_subset(tmp_path_factory):
+    """A few seconds of ``REAL_CORPUS_DIR`` (../shared/real_corpus) as a plain corpus root.
+
+    Symbolic links (nothing copied): 8 speakers x 3 utterances, the corpus'
+    noise and RIR files, and its MANIFEST.tsv.
+    """
+    value = os.environ.get("REAL_CORPUS_DIR")
+    source = Path(value) if value else None
+    if source is None or not (source / "speech").is_dir():
+        pytest.skip("REAL_CORPUS_DIR is not set or has no speech/ folder (see README)")
+    root = tmp_path_factory.mktemp("real_corpus_subset") / "corpus"
+    speakers = sorted(p for p in (source / "speech").iterdir() if p.is_dir())[:8]
+    for speaker in speakers:
+        (root / "speech" / speaker.name).mkdir(parents=True)
+        for utterance in sorted(speaker.iterdir())[:3]:
+            (root / "speech" / speaker.name / utterance.name).symlink_to(utterance)
+    for kind in ("noise", "rir"):
+        (root / kind).mkdir()
+        for path in sorted((source / kind).iterdir()):
+            (root / kind / path.name).symlink_to(path)
+    (root / "MANIFEST.tsv").symlink_to(source / "MANIFEST.tsv")
+    return root
+
+
+@pytest.fixture(scope="session")
 def demo_corpus(tmp_path_factory):
     """The offline demo corpus (tiny preset), generated once per session (per xdist worker)."""
     import shutil
