@@ -34,6 +34,8 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 from torch import nn
 
+from custom_modules.models.unet_tcm import ResizeConvTranspose2d
+
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 
@@ -49,7 +51,8 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
 
 
 def _layer_macs(module: nn.Module, inputs, output) -> int:
-    if isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d)):
+    if isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, ResizeConvTranspose2d)):
+        # ResizeConvTranspose2d runs as the equivalent transposed convolution.
         kernel = math.prod(module.kernel_size)
         return inputs[0].numel() * module.out_channels // module.groups * kernel
     if isinstance(module, (nn.Conv1d, nn.Conv2d)):
@@ -73,7 +76,10 @@ def count_macs(model: nn.Module, example_input: torch.Tensor, by_module: bool = 
     """
     counts = {}
     handles = []
-    layer_types = (nn.Conv1d, nn.Conv2d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.Linear)
+    layer_types = (
+        nn.Conv1d, nn.Conv2d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.Linear,
+        ResizeConvTranspose2d,
+    )  # fmt: skip
     for name, module in model.named_modules():
         if isinstance(module, layer_types):
 

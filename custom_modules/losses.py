@@ -184,3 +184,96 @@ class SpectralLoss(nn.Module):
         magnitude_term = self._reduce(spec_est.abs(), spec_ref.abs(), mask)
         total = self.mult_complex * complex_term + (1.0 - self.mult_complex) * magnitude_term
         return total, complex_term, magnitude_term
+
+
+class NegativeSISDR(nn.Module):
+    """Minus the scale-invariant SDR (dB) of each estimate, averaged over the batch.
+
+    ``SI-SDR = 10 log10(|a s|^2 / |a s - x|^2)`` with ``a = <x, s> / |s|^2``
+    (``x`` the estimate, ``s`` the target), both made zero-mean first; only
+    the first ``lengths * samples`` samples of each signal count. ``eps``
+    keeps silent signals finite.
+
+    Example
+    -------
+    >>> target = torch.randn(2, 8000)
+    >>> loss = NegativeSISDR()
+    >>> bool(loss(target * 3.0, target)[0] < -60)
+    True
+    >>> round(float(loss(target + target.flip(1), target)[0]), 1) < 1.0
+    True
+    """
+
+    def __init__(self, eps=1e-8):
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, estimate: torch.Tensor, target: torch.Tensor, lengths=None):
+        """Returns ``(loss, loss)``: the scalar loss and itself as the only component."""
+        if estimate.shape != target.shape or estimate.dim() != 2:
+            raise ValueError(
+                f"estimate and target must both be (batch, samples); got {tuple(estimate.shape)} "
+                f"and {tuple(target.shape)}"
+            )
+        mask = torch.ones_like(target)
+        if lengths is not None:
+            keep = torch.round(lengths * target.shape[1]).clamp(min=1)
+            mask = (torch.arange(target.shape[1], device=target.device)[None] < keep[:, None]).to(
+                target.dtype
+            )
+        count = mask.sum(dim=1, keepdim=True)
+        estimate = (estimate - (estimate * mask).sum(1, keepdim=True) / count) * mask
+        target = (target - (target * mask).sum(1, keepdim=True) / count) * mask
+        scale = (estimate * target).sum(1, keepdim=True) / (
+            target.pow(2).sum(1, keepdim=True) + self.eps
+        )
+        projection = scale * target
+        ratio = projection.pow(2).sum(1) / ((estimate - projection).pow(2).sum(1) + self.eps)
+        loss = -10.0 * torch.log10(ratio + self.eps).mean()
+        return loss, loss
+
+
+class WeightedLoss(nn.Module):
+    """Weighted sum of named losses, each ``loss(estimate, target, lengths)``.
+
+    Every term may return a scalar or a tuple whose first item is the
+    scalar (as :class:`SpectralLoss` and :class:`NegativeSISDR` do). The
+    result is ``(total, {name: term})``, so a recipe logs every component.
+
+    Arguments
+    ---------
+    terms : dict
+        ``{name: loss module}``.
+    weights : dict
+        ``{name: weight}``; a term with weight 0 is not computed.
+
+    Example
+    -------
+    >>> loss = WeightedLoss({"spec": SpectralLoss(n_fft=256), "sisdr": NegativeSISDR()},
+    ...                     {"spec": 1.0, "sisdr": 0.1})
+    >>> total, parts = loss(torch.randn(2, 4000), torch.randn(2, 4000))
+    >>> sorted(parts), bool(torch.isclose(total, parts["spec"] + 0.1 * parts["sisdr"]))
+    (['sisdr', 'spec'], True)
+    """
+
+    def __init__(self, terms: dict, weights: dict):
+        super().__init__()
+        if set(terms) != set(weights):
+            raise ValueError(
+                f"terms {sorted(terms)} and weights {sorted(weights)} must name the same losses"
+            )
+        self.terms = nn.ModuleDict(terms)
+        self.weights = {name: float(weight) for name, weight in weights.items()}
+
+    def forward(self, estimate, target, lengths=None):
+        """``(total, {name: value})`` of ``estimate`` against ``target``, both (batch, samples)."""
+        total = estimate.new_zeros(())
+        parts = {}
+        for name, term in self.terms.items():
+            if self.weights[name] == 0.0:
+                continue
+            value = term(estimate, target, lengths)
+            value = value[0] if isinstance(value, tuple) else value
+            parts[name] = value
+            total = total + self.weights[name] * value
+        return total, parts

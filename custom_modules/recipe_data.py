@@ -19,8 +19,8 @@ every number stays in the YAML. Keys read: ``data_folder``, ``prep_folder``,
 ``sample_rate``, ``crop_sec``, ``eval_crop_sec``, ``speech_sampler``,
 ``noise_sampler``, ``rir_sampler``, ``mixer``, ``num_valid_examples``,
 ``num_test_examples``, ``valid_set_seed``, ``test_set_seed``, ``seed``,
-``train_batches_per_epoch``, ``batch_size`` and, for a plain corpus root,
-``PLAIN_CORPUS_KEYS``.
+``train_batches_per_epoch``, ``batch_size``, optionally ``eval_<key>`` for
+the ``EVAL_RANGE_KEYS`` and, for a plain corpus root, ``PLAIN_CORPUS_KEYS``.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ from data_prepare.plain import is_plain_root, prepare_plain
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
+# Mixer ranges that the fixed valid/test sets take from ``eval_<key>`` when the YAML has it.
+EVAL_RANGE_KEYS = ("noise_gain_range_db", "mixture_gain_range_db")
 # YAML keys passed to data_prepare.plain.prepare_plain (same names as its arguments).
 PLAIN_CORPUS_KEYS = (
     "extra_noise_folders",
@@ -93,7 +95,12 @@ def build_mixer(hparams, split):
         split_manifest(hparams, "noise", split), data_root=root, crop_size_sec=crop
     )
     rirs = hparams["rir_sampler"](split_manifest(hparams, "rir", split), data_root=root)
-    return hparams["mixer"](speech, noise, rirs)
+    ranges = {}
+    if split != "train":  # the fixed sets may have their own ranges (eval_* keys)
+        for key in EVAL_RANGE_KEYS:
+            if f"eval_{key}" in hparams:
+                ranges[key] = hparams[f"eval_{key}"]
+    return hparams["mixer"](speech, noise, rirs, **ranges)
 
 
 def prepare_manifests(hparams):

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from custom_modules.losses import SpectralLoss
+from custom_modules.losses import NegativeSISDR, SpectralLoss, WeightedLoss
 
 
 def randn(*shape, seed=0):
@@ -178,3 +178,41 @@ def test_compressed_loss_matches_a_hand_computation():
     ).all()  # finite at |S| = 0
     with pytest.raises(ValueError, match="compress_exponent"):
         SpectralLoss(compress_exponent=0.0)
+
+
+def _numpy_si_sdr(estimate, target):
+    estimate = estimate - estimate.mean()
+    target = target - target.mean()
+    projection = np.dot(estimate, target) / np.dot(target, target) * target
+    return 10 * np.log10(np.sum(projection**2) / np.sum((estimate - projection) ** 2))
+
+
+def test_negative_si_sdr_matches_numpy_and_respects_lengths():
+    rng = np.random.default_rng(4)
+    target = rng.normal(size=(2, 3000))
+    estimate = target + 0.3 * rng.normal(size=(2, 3000))
+    loss, _ = NegativeSISDR()(torch.from_numpy(estimate), torch.from_numpy(target))
+    expected = -np.mean([_numpy_si_sdr(estimate[i], target[i]) for i in range(2)])
+    assert float(loss) == pytest.approx(expected, abs=1e-6)
+    # Samples past each length do not count: garbage there changes nothing.
+    padded_est, padded_tgt = estimate.copy(), target.copy()
+    padded_est[1, 2000:] = 100.0
+    padded_tgt[1, 2000:] = 0.0
+    lengths = torch.tensor([1.0, 2000 / 3000])
+    loss, _ = NegativeSISDR()(torch.from_numpy(padded_est), torch.from_numpy(padded_tgt), lengths)
+    expected = -np.mean(
+        [_numpy_si_sdr(estimate[0], target[0]), _numpy_si_sdr(estimate[1, :2000], target[1, :2000])]
+    )
+    assert float(loss) == pytest.approx(expected, abs=1e-6)
+
+
+def test_weighted_loss_sums_terms_and_skips_zero_weights():
+    estimate, target = torch.randn(2, 4000), torch.randn(2, 4000)
+    spectral = SpectralLoss(n_fft=256)
+    total, parts = WeightedLoss(
+        {"spectral": spectral, "si_sdr": NegativeSISDR()}, {"spectral": 2.0, "si_sdr": 0.0}
+    )(estimate, target)
+    assert list(parts) == ["spectral"]
+    assert torch.isclose(total, 2.0 * spectral(estimate, target)[0])
+    with pytest.raises(ValueError, match="same losses"):
+        WeightedLoss({"a": spectral}, {"b": 1.0})

@@ -209,6 +209,10 @@ ENGINE_CONFIGS = {
         num_layers=3, channels=6, bottleneck_dim=12, tcm_hidden=5, tcm_dilations=(1, 3),
         norm="batch_norm",
     ),
+    "resize_upsampling": dict(
+        num_layers=3, channels=6, bottleneck_dim=12, tcm_hidden=5, tcm_dilations=(1, 2),
+        decoder_upsampling="resize",
+    ),
     "stride3_kernel5": dict(
         num_freqs=129, num_layers=3, channels=6, kernel_freq=5, stride_freq=3,
         bottleneck_dim=12, tcm_hidden=5, tcm_kernel=3, tcm_dilations=(1, 3), tcm_repeats=2,
@@ -292,6 +296,24 @@ def test_enhance_and_flush_return_the_aligned_offline_output():
     np.testing.assert_allclose(
         streamed[enhancer.latency_samples :], offline(model, chunks.reshape(-1)), atol=1e-5
     )
+
+
+@pytest.mark.parametrize("backend", ["eager", "onnx", "native"])
+@pytest.mark.parametrize(("compress_exponent", "estimate"), [(0.3, "mapping"), (0.5, "mask")])
+def test_compressed_level_normalised_model_streams_like_offline(
+    backend, compress_exponent, estimate
+):
+    engine = random_engine(ENGINE_CONFIGS["small"], seed=6)
+    model = ComplexSpectralMapping(
+        engine, level_normalization=True, compress_exponent=compress_exponent, estimate=estimate
+    )
+    signal = np.random.default_rng(3).standard_normal(2 * SR + 7).astype(np.float32) * 0.05
+    signal[SR // 2 : SR] = 0.0  # digital silence inside the signal: compression stays finite
+    expected = offline(model, signal)
+    assert np.isfinite(expected).all() and np.sqrt(np.mean(expected**2)) > 1e-4
+    enhancer = StreamingEnhancer.from_model(model, backend=backend)
+    assert (enhancer.compress_exponent, enhancer.estimate) == (compress_exponent, estimate)
+    np.testing.assert_allclose(enhancer.enhance(signal), expected, atol=1e-5)
 
 
 # ---- equivalence with the offline model on real audio -------------------------------------------

@@ -15,6 +15,7 @@ from custom_modules.models.unet_tcm import (
     ComplexSpectralMapping,
     DoubleModifiedGatedTCM,
     FrameLayerNorm,
+    ResizeConvTranspose2d,
     UNetEngine,
     encoder_freq_sizes,
 )
@@ -22,7 +23,7 @@ from custom_modules.models.unet_tcm import (
 NORMS = ("frame_layer_norm", "batch_norm")
 
 
-def tiny_engine_kwargs(n_fft=160, num_layers=2, norm="frame_layer_norm"):
+def tiny_engine_kwargs(n_fft=160, num_layers=2, norm="frame_layer_norm", **options):
     return dict(
         num_freqs=n_fft // 2 + 1,
         num_layers=num_layers,
@@ -33,19 +34,27 @@ def tiny_engine_kwargs(n_fft=160, num_layers=2, norm="frame_layer_norm"):
         tcm_dilations=(1, 2),
         tcm_repeats=1,
         norm=norm,
+        **options,
     )
 
 
 def tiny_model(
-    n_fft=160, num_layers=2, norm="frame_layer_norm", delay_output=False, seed=None, **wrapper
+    n_fft=160,
+    num_layers=2,
+    norm="frame_layer_norm",
+    delay_output=False,
+    seed=None,
+    upsampling="transposed",
+    **wrapper,
 ):
     """Tiny waveform model; ``seed`` makes its initialisation reproducible."""
+    kwargs = tiny_engine_kwargs(n_fft, num_layers, norm, decoder_upsampling=upsampling)
     if seed is None:
-        engine = UNetEngine(**tiny_engine_kwargs(n_fft, num_layers, norm))
+        engine = UNetEngine(**kwargs)
     else:
         with torch.random.fork_rng():  # modules initialise from the global RNG; restore it
             torch.manual_seed(seed)
-            engine = UNetEngine(**tiny_engine_kwargs(n_fft, num_layers, norm))
+            engine = UNetEngine(**kwargs)
     return ComplexSpectralMapping(engine, n_fft=n_fft, delay_output=delay_output, **wrapper)
 
 
@@ -141,6 +150,68 @@ def test_identity_engine_reconstructs_the_waveform(n_fft, hop, win, length):
     model = ComplexSpectralMapping(nn.Identity(), n_fft=n_fft, win_length=win, hop_length=hop)
     x = randn(2, length)
     torch.testing.assert_close(model(x), x, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kernel,stride", [(4, 2), (5, 3), (3, 3)])
+def test_resize_upsampling_is_nearest_neighbour_then_convolution(kernel, stride):
+    layer = ResizeConvTranspose2d(3, 2, (1, kernel), (1, stride), output_padding=(0, 1)).double()
+    reference = nn.ConvTranspose2d(3, 2, (1, kernel), (1, stride), output_padding=(0, 1))
+    x = randn(2, 3, 4, 9).double()
+    with torch.no_grad():
+        y = layer(x)
+        assert y.shape == reference(x.float()).shape  # the geometry of the transposed layer
+        # Explicitly: repeat each bin ``stride`` times, pad ``taps - 1`` zeros before, convolve.
+        taps = kernel - stride + 1
+        upsampled = x.repeat_interleave(stride, dim=3)
+        padded = nn.functional.pad(upsampled, (taps - 1, kernel))
+        weight = layer.conv_weight.flip(-1).transpose(0, 1)  # correlation kernel (out, in, 1, taps)
+        explicit = nn.functional.conv2d(padded, weight, layer.bias)[..., : y.shape[-1]]
+    torch.testing.assert_close(y, explicit)
+
+
+@pytest.mark.parametrize("upsampling", ["transposed", "resize"])
+@pytest.mark.parametrize("compress_exponent", [1.0, 0.3])
+@pytest.mark.parametrize("estimate", ["mapping", "mask"])
+def test_options_keep_shapes_gradients_and_state_dict(upsampling, compress_exponent, estimate):
+    options = dict(compress_exponent=compress_exponent, level_normalization=True, estimate=estimate)
+    model = tiny_model(upsampling=upsampling, **options).train()
+    x = randn(3, 800)
+    x[1] = 0.0  # digital silence: the compression must stay finite
+    estimate = model(x)
+    assert estimate.shape == x.shape and torch.isfinite(estimate).all()
+    (estimate - randn(3, 800, seed=1)).pow(2).mean().backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None and torch.isfinite(param.grad).all(), name
+        assert param.grad.abs().sum() > 0, name
+    fresh = tiny_model(upsampling=upsampling, **options)
+    fresh.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x), fresh.eval()(x))
+
+
+def test_a_unit_mask_lets_the_input_through():
+    class UnitMask(nn.Module):
+        def forward(self, spec):
+            return torch.cat([torch.ones_like(spec[:, :1]), torch.zeros_like(spec[:, 1:])], dim=1)
+
+    model = ComplexSpectralMapping(
+        UnitMask(), n_fft=160, level_normalization=True, compress_exponent=0.5, estimate="mask"
+    ).double()
+    x = randn(2, 1600).double()
+    torch.testing.assert_close(model(x), x, atol=1e-7, rtol=1e-6)
+    with pytest.raises(ValueError, match="estimate"):
+        ComplexSpectralMapping(nn.Identity(), n_fft=160, estimate="ratio")
+
+
+def test_compression_then_expansion_is_the_identity():
+    model = ComplexSpectralMapping(
+        nn.Identity(), n_fft=160, level_normalization=True, compress_exponent=0.3
+    )
+    x = randn(2, 1600).double()
+    model = model.double()
+    torch.testing.assert_close(model(x), x, atol=1e-7, rtol=1e-6)  # expand(compress(X)) == X
+    with pytest.raises(ValueError, match="compress_exponent"):
+        ComplexSpectralMapping(nn.Identity(), n_fft=160, compress_exponent=0.0)
 
 
 @pytest.mark.parametrize("norm", NORMS)

@@ -50,6 +50,11 @@ from torchaudio.transforms import InverseSpectrogram, Spectrogram
 LEVEL_FLOOR = 1e-12
 
 NORM_TYPES = ("frame_layer_norm", "batch_norm")
+# Power-law compression: magnitude floor (zero bins stay zero, finite gradient) and
+# the magnitude above which the expansion stops growing (level-normalised spectra
+# are O(1); an untrained engine's outliers must not overflow when raised to 1/c).
+COMPRESS_FLOOR = 1e-12
+COMPRESS_CEILING = 1e3
 
 
 class FrameLayerNorm(nn.Module):
@@ -210,6 +215,99 @@ class DoubleModifiedGatedTCM(nn.Module):
         return x + self.output(branches)
 
 
+class ResizeConvTranspose2d(nn.Module):
+    """Nearest-neighbour upsampling along frequency, then a convolution: a smooth decoder layer.
+
+    Upsampling by ``stride`` (each bin repeated) followed by a ``(1, k - stride
+    + 1)`` convolution is exactly a transposed convolution of kernel ``(1, k)``
+    and stride ``stride`` whose kernel is the learned one convolved with a box
+    of ``stride`` ones; this layer is computed that way
+    (``F.conv_transpose2d``), so it has the geometry of
+    ``nn.ConvTranspose2d(in, out, (1, k), (1, stride))`` (same output size,
+    same input bins per output bin) and exposes the same attributes
+    (``weight`` is the effective kernel), which the streaming step folds like
+    any transposed convolution. Every output phase then sums the learned taps
+    once, so a constant input gives a constant output: no checkerboard
+    pattern along frequency at initialisation, unlike a free transposed
+    kernel (Odena et al., "Deconvolution and Checkerboard Artifacts", 2016).
+
+    Arguments
+    ---------
+    in_channels, out_channels : int
+    kernel_size : (int, int)
+        ``(1, k)`` of the equivalent transposed convolution, ``k >= stride``.
+    stride : (int, int)
+        ``(1, stride)``.
+    output_padding : (int, int)
+        As ``nn.ConvTranspose2d``.
+    bias : bool
+
+    Example
+    -------
+    >>> layer = ResizeConvTranspose2d(3, 2, (1, 4), (1, 2))
+    >>> layer.weight.shape, layer(torch.randn(1, 3, 5, 8)).shape
+    (torch.Size([3, 2, 1, 4]), torch.Size([1, 2, 5, 18]))
+    >>> out = layer(torch.ones(1, 3, 1, 8))[0, 0, 0, 2:-2]  # away from the edges
+    >>> bool(torch.allclose(out, out[0].expand_as(out)))
+    True
+    """
+
+    def __init__(
+        self, in_channels, out_channels, kernel_size, stride, output_padding=(0, 0), bias=True
+    ):
+        super().__init__()
+        kernel, step = int(kernel_size[1]), int(stride[1])
+        if kernel_size[0] != 1 or stride[0] != 1 or kernel < step:
+            raise ValueError(
+                f"need kernel_size (1, k) and stride (1, s) with k >= s, got {kernel_size}, {stride}"
+            )
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride = (1, kernel), (1, step)
+        self.padding, self.dilation, self.groups = (0, 0), (1, 1), 1
+        self.output_padding = tuple(output_padding)
+        taps = kernel - step + 1
+        self.conv_weight = nn.Parameter(torch.empty(in_channels, out_channels, 1, taps))
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        bound = 1.0 / math.sqrt(out_channels * taps)  # PyTorch's transposed-conv default
+        nn.init.uniform_(self.conv_weight, -bound, bound)
+        if self.bias is not None:
+            nn.init.uniform_(self.bias, -bound, bound)
+        self.register_buffer("box", torch.ones(1, 1, step), persistent=False)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """Effective transposed kernel ``(in, out, 1, k)``: the learned taps convolved with a box."""
+        taps = self.conv_weight.shape[-1]
+        flat = self.conv_weight.reshape(-1, 1, taps)
+        step = self.stride[1]
+        smoothed = F.conv1d(F.pad(flat, (step - 1, step - 1)), self.box)
+        return smoothed.reshape(self.in_channels, self.out_channels, 1, taps + step - 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, in, time, freqs) -> (batch, out, time, upsampled freqs)."""
+        return F.conv_transpose2d(
+            x, self.weight, self.bias, self.stride, output_padding=self.output_padding
+        )
+
+
+DECODER_UPSAMPLING = ("transposed", "resize")
+ESTIMATES = ("mapping", "mask")
+
+
+def complex_multiply(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Product of complex spectra stored as real/imag in dim 1: (batch, 2, ...) each.
+
+    Example
+    -------
+    >>> a, b = torch.tensor([[1.0, 2.0]]), torch.tensor([[3.0, -1.0]])  # 1+2j, 3-1j
+    >>> complex_multiply(a, b)
+    tensor([[5., 5.]])
+    """
+    real = a[:, :1] * b[:, :1] - a[:, 1:2] * b[:, 1:2]
+    imag = a[:, :1] * b[:, 1:2] + a[:, 1:2] * b[:, :1]
+    return torch.cat([real, imag], dim=1)
+
+
 def encoder_freq_sizes(num_freqs: int, num_layers: int, kernel_freq: int, stride_freq: int):
     """Frequency sizes at the input and after each unpadded encoder layer.
 
@@ -264,6 +362,10 @@ class UNetEngine(nn.Module):
         How many times the group is repeated.
     norm : str
         ``"frame_layer_norm"`` (default, causal in training too) or ``"batch_norm"``.
+    decoder_upsampling : str
+        ``"transposed"`` (``nn.ConvTranspose2d``, a free kernel per output
+        phase) or ``"resize"`` (:class:`ResizeConvTranspose2d`: nearest-neighbour
+        upsampling then convolution, same geometry, no checkerboard).
 
     Example
     -------
@@ -287,10 +389,19 @@ class UNetEngine(nn.Module):
         tcm_dilations=(1, 2, 4, 8, 16, 32),
         tcm_repeats=2,
         norm="frame_layer_norm",
+        decoder_upsampling="transposed",
     ):
         super().__init__()
         if norm not in NORM_TYPES:
             raise ValueError(f"unknown norm {norm!r}; expected one of {NORM_TYPES}")
+        if decoder_upsampling not in DECODER_UPSAMPLING:
+            raise ValueError(
+                f"unknown decoder_upsampling {decoder_upsampling!r}; "
+                f"expected one of {DECODER_UPSAMPLING}"
+            )
+        upsampling_layer = (
+            nn.ConvTranspose2d if decoder_upsampling == "transposed" else ResizeConvTranspose2d
+        )
         self.num_freqs = num_freqs
         self.in_channels = in_channels
         self.channels = channels
@@ -329,7 +440,7 @@ class UNetEngine(nn.Module):
                 last = level == num_layers - 1
                 # No bias on the output layer: bins restored by output_padding (see
                 # the class docstring) are then exactly 0, not a learned constant tone.
-                deconv = nn.ConvTranspose2d(
+                deconv = upsampling_layer(
                     channels,
                     1 if last else channels,
                     kernel,
@@ -399,6 +510,21 @@ class ComplexSpectralMapping(nn.Module):
         the decoders need). Default False (the plain mapping).
     norm_time_constant_frames : float
         Time constant of that running level, in frames (100 = 1 s at hop 160).
+    compress_exponent : float
+        Power-law compression of the engine's input and output spectra
+        (after the level normalisation): the engine sees
+        ``X |X|**(c - 1)`` (magnitude ``|X|**c``, phase kept) and its output
+        ``Y`` is expanded back to ``Y |Y|**(1/c - 1)``. With ``c < 1`` quiet
+        bins (high-frequency speech: fricatives, bursts) are no longer tens
+        of dB below the loud ones in what the engine reads and writes.
+        Frame-local, so causality and streaming are unchanged. Default 1.0
+        (none).
+    estimate : str
+        ``"mapping"`` (default): the engine's output is the (compressed)
+        target spectrum. ``"mask"``: it is a complex ratio mask ``M`` and the
+        estimate is ``M * X`` (complex product with the engine's input), so
+        "let the input through" is easy to represent and learning starts from
+        suppression rather than from synthesis.
 
     Example
     -------
@@ -420,8 +546,16 @@ class ComplexSpectralMapping(nn.Module):
         delay_output=False,
         level_normalization=False,
         norm_time_constant_frames=100.0,
+        compress_exponent=1.0,
+        estimate="mapping",
     ):
         super().__init__()
+        if estimate not in ESTIMATES:
+            raise ValueError(f"estimate must be one of {ESTIMATES}, got {estimate!r}")
+        self.estimate = estimate
+        if not 0.0 < compress_exponent <= 1.0:
+            raise ValueError(f"compress_exponent must be in (0, 1], got {compress_exponent}")
+        self.compress_exponent = float(compress_exponent)
         win_length = n_fft if win_length is None else win_length
         hop_length = win_length // 2 if hop_length is None else hop_length
         if not 0 < hop_length < win_length <= n_fft:
@@ -506,15 +640,31 @@ class ComplexSpectralMapping(nn.Module):
         weight = 1.0 - decay**steps  # the same average of a constant 1
         return torch.sqrt(average / weight + LEVEL_FLOOR)[:, None, :, None]
 
+    def compress(self, spec: torch.Tensor, exponent: float) -> torch.Tensor:
+        """Real/imag ``spec`` (dim 1) with its magnitude raised to ``exponent``, phase kept."""
+        if exponent == 1.0:
+            return spec
+        magnitude = spec.pow(2).sum(dim=1, keepdim=True).add(COMPRESS_FLOOR).sqrt()
+        # Bounded so that an untrained engine's large outputs cannot overflow when expanded.
+        return spec * magnitude.clamp(max=COMPRESS_CEILING).pow(exponent - 1.0)
+
+    def map_spectrum(self, spec: torch.Tensor) -> torch.Tensor:
+        """The engine between compression and expansion (level-normalised spectra)."""
+        spec = self.compress(spec, self.compress_exponent)
+        out = self.engine(spec)
+        if self.estimate == "mask":
+            out = complex_multiply(out, spec)
+        return self.compress(out, 1.0 / self.compress_exponent)
+
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         """(batch, samples) -> (batch, samples) enhanced waveform."""
         num_samples = waveform.shape[-1]
         spec = self.analysis(waveform)
         if self.level_normalization:
             scale = self.frame_scale(spec)
-            spec = self.engine(spec / scale) * scale
+            spec = self.map_spectrum(spec / scale) * scale
         else:
-            spec = self.engine(spec)
+            spec = self.map_spectrum(spec)
         estimate = self.synthesis(spec, num_samples)
         if self.delay_output:
             estimate = F.pad(estimate, (self.lookahead, 0))[:, :num_samples]

@@ -46,7 +46,7 @@ import warnings
 import numpy as np
 import torch
 
-from custom_modules.models.unet_tcm import LEVEL_FLOOR
+from custom_modules.models.unet_tcm import COMPRESS_CEILING, COMPRESS_FLOOR, LEVEL_FLOOR
 from custom_modules.streaming.fused import FusedUNetStep
 from custom_modules.streaming.history import TcmHistory
 from custom_modules.streaming.stft import StreamingISTFT, StreamingSTFT
@@ -87,6 +87,17 @@ class RunningLevel:
         self._average = np.float32(self.gain * power + self.decay * self._average)
         self._weight = float(self.decay) * self._weight + float(self.gain)
         return np.sqrt(np.float32(self._average / np.float32(self._weight)) + self.floor)
+
+
+def _compress(spec: np.ndarray, exponent: float) -> np.ndarray:
+    """``ComplexSpectralMapping.compress`` of one frame (freqs, 2), float32."""
+    if exponent == 1.0:
+        return spec
+    magnitude = np.sqrt(np.einsum("fc,fc->f", spec, spec) + np.float32(COMPRESS_FLOOR))
+    factor = np.power(
+        np.minimum(magnitude, np.float32(COMPRESS_CEILING)), np.float32(exponent - 1.0)
+    )
+    return spec * factor[:, None].astype(np.float32)
 
 
 class TorchStepRunner:
@@ -131,6 +142,10 @@ class StreamingEnhancer:
         Rate of the audio (for the figures in ms; nothing is resampled).
     level : RunningLevel, optional
         Level normalisation of the model (None when it has none).
+    compress_exponent : float
+        The model's power-law compression around the engine (1.0: none).
+    estimate : str
+        What the engine outputs: ``"mapping"`` (the spectrum) or ``"mask"``.
     """
 
     def __init__(
@@ -142,10 +157,14 @@ class StreamingEnhancer:
         hop_length=None,
         sample_rate=16000,
         level=None,
+        compress_exponent=1.0,
+        estimate="mapping",
     ):
         self.runner = runner
+        self.estimate = estimate
         self.history = history
         self.level = level
+        self.compress_exponent = float(compress_exponent)
         self.stft = StreamingSTFT(n_fft, win_length, hop_length)
         self.istft = StreamingISTFT(n_fft, win_length, hop_length)
         self.sample_rate = sample_rate
@@ -192,6 +211,8 @@ class StreamingEnhancer:
             TcmHistory(**step.history_config()),
             sample_rate=sample_rate,
             level=None if level_decay is None else RunningLevel(level_decay),
+            compress_exponent=getattr(model, "compress_exponent", 1.0),
+            estimate=getattr(model, "estimate", "mapping"),
             **framing,
         )
 
@@ -217,6 +238,8 @@ class StreamingEnhancer:
             hop_length=meta["hop_length"],
             sample_rate=meta["sample_rate"],
             level=None if meta["level_decay"] is None else RunningLevel(meta["level_decay"]),
+            compress_exponent=meta.get("compress_exponent", 1.0),
+            estimate=meta.get("estimate", "mapping"),
         )
 
     # ---- properties -----------------------------------------------------------------------
@@ -259,11 +282,21 @@ class StreamingEnhancer:
         frame = self.stft.push(chunk)
         if frame is None:  # the first frame is not complete yet (only when n_fft/2 > hop)
             return self._silence.copy()
-        if self.level is None:
-            out, present = self.runner(frame, self.history.past())
-        else:  # engine(spec / level) * level, as ComplexSpectralMapping.forward
-            level = self.level.update(frame)
-            out, present = self.runner(frame / level, self.history.past())
+        # As ComplexSpectralMapping.forward: expand(engine(compress(spec / level))) * level.
+        level = None if self.level is None else self.level.update(frame)
+        spec = frame if level is None else frame / level
+        spec = _compress(spec, self.compress_exponent)
+        out, present = self.runner(spec, self.history.past())
+        if self.estimate == "mask":  # complex ratio mask times the engine's input
+            out = np.stack(
+                [
+                    out[:, 0] * spec[:, 0] - out[:, 1] * spec[:, 1],
+                    out[:, 0] * spec[:, 1] + out[:, 1] * spec[:, 0],
+                ],
+                axis=1,
+            )
+        out = _compress(out, 1.0 / self.compress_exponent)
+        if level is not None:
             out = out * level
         self.history.push(present)
         return self.istft.push(out)

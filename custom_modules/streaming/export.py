@@ -48,7 +48,12 @@ OUTPUT_NAMES = ("enhanced", "present")
 
 
 def export_step(
-    step: FusedUNetStep, framing: dict, sample_rate: int = 16000, level_decay=None
+    step: FusedUNetStep,
+    framing: dict,
+    sample_rate: int = 16000,
+    level_decay=None,
+    compress_exponent=1.0,
+    estimate="mapping",
 ) -> bytes:
     """ONNX bytes of ``step`` with its streaming metadata (see module docstring).
 
@@ -60,6 +65,10 @@ def export_step(
     sample_rate : int
     level_decay : float, optional
         ``norm_decay`` of a model with ``level_normalization`` (None: none).
+    compress_exponent : float
+        The model's power-law compression around the step (1.0: none).
+    estimate : str
+        What the step outputs: ``"mapping"`` (the spectrum) or ``"mask"``.
     """
     import onnx
 
@@ -87,6 +96,8 @@ def export_step(
         **{key: int(framing[key]) for key in ("n_fft", "win_length", "hop_length")},
         "history": step.history_config(),
         "level_decay": None if level_decay is None else float(level_decay),
+        "compress_exponent": float(compress_exponent),
+        "estimate": estimate,
         "past_shape": list(step.past_shape),
         "present_shape": list(step.present_shape),
     }
@@ -100,7 +111,14 @@ def export_model(model, sample_rate: int = 16000) -> bytes:
     """ONNX bytes of the streaming step of a ``ComplexSpectralMapping`` (UNet-TCM) model."""
     framing = {key: getattr(model, key) for key in ("n_fft", "win_length", "hop_length")}
     level_decay = model.norm_decay if getattr(model, "level_normalization", False) else None
-    return export_step(FusedUNetStep(model.engine), framing, sample_rate, level_decay)
+    return export_step(
+        FusedUNetStep(model.engine),
+        framing,
+        sample_rate,
+        level_decay,
+        compress_exponent=getattr(model, "compress_exponent", 1.0),
+        estimate=getattr(model, "estimate", "mapping"),
+    )
 
 
 def read_metadata(proto_bytes: bytes, name: str = "<bytes>") -> dict:

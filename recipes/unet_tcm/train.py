@@ -38,11 +38,11 @@ class UNetTCMBrain(EnhancementBrain):
     """
 
     def compute_objectives(self, predictions, batch, stage):
-        """Spectral loss (complex + magnitude); metrics on validation and test."""
+        """Weighted loss terms (spectral, SI-SDR...); metrics on validation and test."""
         target, lengths = batch.target
-        total, complex_term, magnitude_term = self.hparams.loss(predictions, target, lengths)
+        total, terms = self.hparams.loss(predictions, target, lengths)
         if stage == sb.Stage.TRAIN:
-            self.log_train_losses(loss=total, complex=complex_term, magnitude=magnitude_term)
+            self.log_train_losses(loss=total, **terms)
         else:
             self.evaluate_estimates(batch, predictions, stage)
         return total

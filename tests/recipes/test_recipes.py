@@ -31,7 +31,7 @@ import yaml as pyyaml
 from speechbrain.utils.run_opts import RunOptions
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from custom_modules.recipe_data import PLAIN_CORPUS_KEYS
+from custom_modules.recipe_data import EVAL_RANGE_KEYS, PLAIN_CORPUS_KEYS
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = ROOT / "recipes"
@@ -176,7 +176,7 @@ def test_every_yaml_key_is_used(train_py, hparams):
     code = train_py.read_text() + _shared_sources()
     run_options = {f.name for f in fields(RunOptions)}
     # Read in a loop by custom_modules.recipe_data.prepare_manifests (plain corpus roots).
-    passed_on = set(PLAIN_CORPUS_KEYS)
+    passed_on = set(PLAIN_CORPUS_KEYS) | {f"eval_{key}" for key in EVAL_RANGE_KEYS}
     unused = []
     for key in top_level_keys(hparams):
         if key.startswith("__") or key in run_options or key in passed_on:
