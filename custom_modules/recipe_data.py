@@ -20,7 +20,8 @@ every number stays in the YAML. Keys read: ``data_folder``, ``prep_folder``,
 ``noise_sampler``, ``rir_sampler``, ``mixer``, ``num_valid_examples``,
 ``num_test_examples``, ``valid_set_seed``, ``test_set_seed``, ``seed``,
 ``train_batches_per_epoch``, ``batch_size``, optionally ``eval_<key>`` for
-the ``EVAL_RANGE_KEYS`` and, for a plain corpus root, ``PLAIN_CORPUS_KEYS``.
+the ``EVAL_RANGE_KEYS`` and ``eval_noise_weighting`` (how the fixed sets draw
+noise files, see ``SignalSampler``), and, for a plain corpus root, ``PLAIN_CORPUS_KEYS``.
 """
 
 from __future__ import annotations
@@ -91,8 +92,11 @@ def build_mixer(hparams, split):
     speech = hparams["speech_sampler"](
         split_manifest(hparams, "speech", split), data_root=root, crop_size_sec=crop
     )
+    weighting = {}
+    if split != "train" and "eval_noise_weighting" in hparams:
+        weighting["weighting"] = hparams["eval_noise_weighting"]
     noise = hparams["noise_sampler"](
-        split_manifest(hparams, "noise", split), data_root=root, crop_size_sec=crop
+        split_manifest(hparams, "noise", split), data_root=root, crop_size_sec=crop, **weighting
     )
     rirs = hparams["rir_sampler"](split_manifest(hparams, "rir", split), data_root=root)
     ranges = {}

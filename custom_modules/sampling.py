@@ -235,6 +235,11 @@ class SignalSampler:
         Names of the files in metadata (default: file stems).
     max_attempts : int
         Bound on consecutive rejected crops.
+    weighting : str
+        ``"duration"`` (default): files drawn in proportion to their length,
+        every second of the corpus equally likely; ``"file"``: every file
+        equally likely (a fixed test set then measures each held-out noise
+        recording alike, however long it is).
 
     Example
     -------
@@ -257,8 +262,12 @@ class SignalSampler:
         num_frames=None,
         ids=None,
         max_attempts=50,
+        weighting="duration",
     ):
         self.paths = _as_path_list(paths, "SignalSampler")
+        if weighting not in ("duration", "file"):
+            raise ValueError(f"weighting must be 'duration' or 'file', got {weighting!r}")
+        self.weighting = weighting
         self.sr = int(sr)
         self.crop_size = int(round(float(crop_size_sec) * self.sr))
         if self.crop_size <= 0:
@@ -278,8 +287,9 @@ class SignalSampler:
         self.ids = [Path(p).stem for p in self.paths] if ids is None else [str(i) for i in ids]
         if len(self.ids) != len(self.paths):
             raise ValueError("ids must have one entry per path")
-        # Inverse-CDF sampling: O(log n) per draw, proportional to length.
-        self._cumulative = np.cumsum(np.asarray(self.num_frames, dtype=np.float64))
+        # Inverse-CDF sampling: O(log n) per draw, proportional to length (or uniform).
+        weights = self.num_frames if weighting == "duration" else [1] * len(self.paths)
+        self._cumulative = np.cumsum(np.asarray(weights, dtype=np.float64))
         self.rng = _make_rng(rng)
 
     @classmethod
@@ -320,6 +330,8 @@ class SignalSampler:
             "max_attempts": self.max_attempts,
             "num_files": len(self.paths),
             "files_sha1": _files_digest(self.paths, self.num_frames),
+            # Only when not the default, so that earlier fixed sets stay valid.
+            **({"weighting": self.weighting} if self.weighting != "duration" else {}),
         }
 
     def _draw_file(self) -> int:

@@ -279,3 +279,23 @@ def test_real_speech_crops_and_real_rirs(real_audio_dir):
     for _ in range(5):
         rir = rir_sampler.sampler()
         assert rir.ndim == 1 and rir.size >= 0.5 * SR and np.any(rir)
+
+
+def test_file_weighting_draws_every_file_alike(tmp_path):
+    rng = np.random.default_rng(0)
+    paths = []
+    for name, seconds in (("long", 20.0), ("short", 1.0)):
+        path = tmp_path / f"{name}.wav"
+        sf.write(str(path), rng.normal(0, 0.1, int(seconds * 16000)), 16000)
+        paths.append(str(path))
+    counts = {}
+    for weighting in ("duration", "file"):
+        sampler = SignalSampler(paths, crop_size_sec=0.5, rng=1, weighting=weighting)
+        draws = [sampler.sampler(return_info=True)[1]["segments"][0]["path"] for _ in range(400)]
+        counts[weighting] = draws.count(paths[1]) / len(draws)
+    assert counts["duration"] < 0.1  # 1 s of 21 s
+    assert 0.4 < counts["file"] < 0.6
+    assert SignalSampler(paths, crop_size_sec=0.5, weighting="file").describe()["weighting"] == "file"
+    assert "weighting" not in SignalSampler(paths, crop_size_sec=0.5).describe()
+    with pytest.raises(ValueError, match="weighting"):
+        SignalSampler(paths, crop_size_sec=0.5, weighting="speaker")
