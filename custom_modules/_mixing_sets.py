@@ -22,6 +22,7 @@ from tqdm import tqdm
 from custom_modules.files import (
     atomic_write_bytes,
     atomic_write_json,
+    check_safe_id,
     read_json,
     recorded_set_manifest,
 )
@@ -166,7 +167,7 @@ def _fixed_set_done(out_dir: Path, options: dict) -> bool:
         out_dir, "fixed_set_options.json", options, options["num_examples"]
     )
     return manifest is not None and all(
-        (out_dir / kind / f"{key}.wav").is_file()
+        (out_dir / kind / f"{check_safe_id(key, out_dir / 'manifest.json')}.wav").is_file()
         for key in manifest
         for kind in ("mixture", "target")
     )
@@ -233,6 +234,8 @@ def write_fixed_set(mixture_sampler, out_dir, num_examples, seed, prefix="ex", p
             old_ids = list(read_json(manifest_path))
         except ValueError:
             old_ids = []
+        for key in old_ids:  # they name files to delete: nothing outside out_dir
+            check_safe_id(key, manifest_path)
         manifest_path.unlink()  # a partial regeneration must never look complete
     sr = mixture_sampler.sr
     manifest = {}
@@ -266,6 +269,7 @@ def fixed_set_digest(manifest_path) -> str:
     manifest_path = Path(manifest_path)
     digest = hashlib.sha1()
     for key in sorted(read_json(manifest_path)):
+        check_safe_id(key, manifest_path)
         for kind in ("mixture", "target"):
             digest.update((manifest_path.parent / kind / f"{key}.wav").read_bytes())
     return digest.hexdigest()

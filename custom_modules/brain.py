@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import math
 import time
@@ -48,7 +49,13 @@ from speechbrain.utils.checkpoints import (
 from speechbrain.utils.distributed import if_main_process
 from speechbrain.utils.epoch_loop import EpochCounter
 
-from custom_modules.files import atomic_write_json, atomic_write_text, write_audio
+from custom_modules.files import (
+    atomic_write_json,
+    atomic_write_text,
+    check_safe_id,
+    read_json,
+    write_audio,
+)
 from custom_modules.metrics import MetricComputer, summarize
 from custom_modules.plotting import save_spectrograms_png, spectrogram_image
 
@@ -129,6 +136,55 @@ class TimeLimitedEpochCounter(EpochCounter):
         self._start = None
 
 
+@register_checkpoint_hooks
+class RunningMeans:
+    """Running sums and counts of named values, saved with every checkpoint.
+
+    ``EnhancementBrain`` averages the training loss components of an epoch
+    here. Saved in intra-epoch checkpoints, so that a run resumed in the
+    middle of an epoch logs the mean over the whole epoch (as SpeechBrain's
+    own ``avg_train_loss``, also restored), not over the resumed part only.
+    An end-of-epoch checkpoint restores nothing (the next epoch starts anew).
+
+    Example
+    -------
+    >>> means = RunningMeans()
+    >>> means.add("loss", 1.0); means.add("loss", 2.0)
+    >>> means.means()
+    {'loss': 1.5}
+    """
+
+    def __init__(self):
+        self.sums, self.counts = {}, {}
+
+    def reset(self) -> None:
+        """Forget every value."""
+        self.sums, self.counts = {}, {}
+
+    def add(self, name: str, value: float) -> None:
+        """Add one value of ``name``."""
+        self.sums[name] = self.sums.get(name, 0.0) + float(value)
+        self.counts[name] = self.counts.get(name, 0) + 1
+
+    def means(self) -> dict:
+        """``{name: mean}`` of the values added since the last reset."""
+        return {name: self.sums[name] / self.counts[name] for name in self.sums}
+
+    @mark_as_saver
+    def _save(self, path):
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump({"sums": self.sums, "counts": self.counts}, handle)
+
+    @mark_as_loader
+    def _recover(self, path, end_of_epoch=True):
+        if end_of_epoch:
+            self.reset()
+            return
+        record = read_json(path)
+        self.sums = {k: float(v) for k, v in record["sums"].items()}
+        self.counts = {k: int(v) for k, v in record["counts"].items()}
+
+
 class WarmupCosineSchedule:
     """Learning-rate factor: linear warm-up, then cosine decay over the training progress.
 
@@ -197,6 +253,16 @@ class EnhancementBrain(sb.Brain):
     # the mixture) rather than by the metric workers; subclasses add names.
     LOCAL_METRICS = ()
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Means of the training loss components over the epoch, kept across an
+        # intra-epoch resume (optional: checkpoints written before it lack it).
+        self.train_components = RunningMeans()
+        if self.checkpointer is not None:
+            self.checkpointer.add_recoverable(
+                "train_components", self.train_components, optional_load=True
+            )
+
     def local_metrics(self, mixtures, targets, estimates):
         """Per-utterance scores of ``LOCAL_METRICS`` (lists of 1-D float64 arrays in).
 
@@ -257,7 +323,7 @@ class EnhancementBrain(sb.Brain):
         grads = [p.grad.detach().norm() for p in self.modules.parameters() if p.grad is not None]
         if grads:
             self.last_grad_norm = float(torch.stack(grads).norm())
-        schedule = getattr(self.hparams, "lr_schedule", None)
+        schedule = self.hparams.lr_schedule if hasattr(self.hparams, "lr_schedule") else None
         if schedule is not None:
             progress = self.hparams.epoch_counter.progress(
                 self.step, self.hparams.train_batches_per_epoch
@@ -270,7 +336,7 @@ class EnhancementBrain(sb.Brain):
     def log_train_losses(self, **components):
         """Accumulate training loss components; write them to TensorBoard every N steps."""
         for name, value in components.items():
-            self.train_components.setdefault(name, []).append(float(value.detach()))
+            self.train_components.add(name, float(value.detach()))
         if self.tb_writer is not None and self.step % self.hparams.log_every_n_steps == 0:
             for name, value in components.items():
                 self.tb_writer.add_scalar(
@@ -362,6 +428,7 @@ class EnhancementBrain(sb.Brain):
         for uid, mix, tgt, est in zip(ids, mixtures, targets, estimates, strict=True):
             if self.examples_written >= self.hparams.num_examples_to_save:
                 return
+            check_safe_id(uid, "test set")  # becomes a folder name
             signals = {"mixture": mix, "target": tgt, "estimate": est}
             for name, signal in signals.items():
                 write_audio(folder / uid / f"{name}.wav", _peak_safe(signal), sr)
@@ -400,7 +467,8 @@ class EnhancementBrain(sb.Brain):
                 metrics=tuple(m for m in metrics if m not in self.LOCAL_METRICS),
             )
         if stage == sb.Stage.TRAIN:
-            self.train_components = {}
+            if self.step == 0:  # else resumed mid-epoch: keep the restored sums
+                self.train_components.reset()
             self.first_batch_reported = False
             if getattr(self, "onthefly_dataset", None) is not None:
                 self.onthefly_dataset.set_epoch(self.current_epoch)
@@ -415,7 +483,7 @@ class EnhancementBrain(sb.Brain):
         """Log statistics, keep the best checkpoint, write the test report."""
         stats = {"loss": stage_loss}
         if stage == sb.Stage.TRAIN:
-            stats.update({k: float(np.mean(v)) for k, v in self.train_components.items()})
+            stats.update(self.train_components.means())
             self.train_stats = stats
             return
         self._resolve_all()

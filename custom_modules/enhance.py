@@ -51,7 +51,16 @@ Usage::
   (processing time / audio duration, everything included: reading,
   resampling, model, writing) and the gain applied; then a total. A file
   that fails is reported with its error and the others are still processed;
-  the exit status is then 1.
+  the exit status is then 1. A WAV holding fewer frames than its header
+  declares (an interrupted copy) fails naming both counts, and a model output
+  with NaN or Inf fails its file (nothing is written for it).
+* Before the model is loaded: the inputs are listed and the output folder is
+  checked to be writable. Errors that stop everything (no input, unwritable
+  output, a run folder that cannot be loaded) are one line, ``error: ...``,
+  exit status 1; ``--verbose`` shows the traceback.
+* Security: ``--run`` executes the run's ``hyperparams.yaml`` (HyperPyYAML
+  constructs arbitrary objects, see :mod:`custom_modules.run_loading`): use
+  only run folders you trust.
 """
 
 from __future__ import annotations
@@ -61,6 +70,7 @@ import math
 import sys
 import tempfile
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -330,7 +340,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--skip_existing", action="store_true", help="leave outputs that already exist"
     )
+    parser.add_argument("--verbose", action="store_true", help="show tracebacks of errors")
     return parser
+
+
+def check_writable_folder(folder) -> None:
+    """Create ``folder`` if needed and raise ``OSError`` naming it when files cannot be written."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise OSError(f"{folder}: output folder not writable ({err.strerror or err})") from err
 
 
 def main(argv=None) -> int:
@@ -348,9 +370,12 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.num_threads)
     try:
         jobs = list_jobs(args.input, args.output)
+        check_writable_folder(args.output)  # before the (slow) model load
         run = load_run(args.run, device=args.device, checkpoint_key=args.checkpoint_key)
-    except (RunFolderError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (RunFolderError, OSError, ValueError) as err:
+        if args.verbose:
+            traceback.print_exception(err)
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 1
     memory = model_memory_seconds(run.model, run.sample_rate)
     if memory > args.overlap_sec:
@@ -399,7 +424,9 @@ def main(argv=None) -> int:
                 hop_multiple=hop_multiple,
                 lookahead=None if lookahead is None else int(lookahead),
             )
-        except (AudioFileError, OSError, RuntimeError) as err:
+        except (AudioFileError, OSError, RuntimeError, ValueError) as err:
+            if args.verbose:
+                traceback.print_exception(err)
             print(f"FAILED {source}: {err}", file=sys.stderr)
             failures.append(source)
             continue

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +28,111 @@ AUDIO_EXTENSIONS = (".wav", ".flac")
 
 class AudioFileError(ValueError):
     """A file that cannot be used as audio (unreadable, wrong rate, silent...)."""
+
+
+class UnsafeIdError(ValueError):
+    """A manifest or dataset id that cannot be used as a file name."""
+
+
+def check_safe_id(key, source) -> str:
+    """Return ``key`` when it can name one file or folder inside a folder, else raise.
+
+    Ids of manifests and datasets become file names (``<folder>/<id>.wav``,
+    ``<folder>/<id>/``): an id with a path separator, ``.``/``..``, a NUL
+    byte, or an empty id could reach outside the folder.
+
+    Arguments
+    ---------
+    key : str
+        The id.
+    source : str or Path
+        Where it comes from (the manifest path, "test set"...), for the message.
+
+    Raises
+    ------
+    UnsafeIdError
+        Naming ``source`` and the id.
+
+    Example
+    -------
+    >>> check_safe_id("ex000001", "manifest.json")
+    'ex000001'
+    >>> check_safe_id("../../victim", "manifest.json")
+    Traceback (most recent call last):
+    ...
+    custom_modules.files.UnsafeIdError: manifest.json: id '../../victim' cannot be used as a file name (it contains a path separator)
+    """
+    if not isinstance(key, str) or not key:
+        problem = "empty" if key in ("", None) else f"not a string ({type(key).__name__})"
+    elif "/" in key or "\\" in key or (os.altsep and os.altsep in key):
+        problem = "it contains a path separator"
+    elif key in (".", ".."):
+        problem = "it names a folder, not a file"
+    elif "\x00" in key:
+        problem = "it contains a NUL byte"
+    else:
+        return key
+    raise UnsafeIdError(f"{source}: id {key!r} cannot be used as a file name ({problem})")
+
+
+# A data chunk size at least this large is a placeholder of a streamed WAV of unknown length.
+_UNKNOWN_WAV_DATA_SIZE = 0x7FFFF000
+
+
+def wav_frame_counts(path):
+    """``(frames the header declares, frames the file holds)`` of a WAV file; None otherwise.
+
+    libsndfile quietly shortens a WAV whose ``data`` chunk runs past the end
+    of the file (an interrupted copy or download) to what is there, so its
+    frame count cannot reveal the truncation; this reads the RIFF header.
+    Files that are not RIFF/RIFX WAVE, and streamed WAVs whose header has a
+    placeholder size, give None.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "a.wav"
+    >>> sf.write(path, np.zeros(1600), 16000, subtype="PCM_16")
+    >>> wav_frame_counts(path)
+    (1600, 1600)
+    >>> _ = os.truncate(path, 44 + 2 * 100)
+    >>> wav_frame_counts(path)
+    (1600, 100)
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(12)
+        if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+            return None
+        order = ">" if head[:4] == b"RIFX" else "<"
+        size = os.fstat(handle.fileno()).st_size
+        block_align, position = 0, 12
+        while position + 8 <= size:
+            handle.seek(position)
+            chunk_id, chunk_size = struct.unpack(order + "4sI", handle.read(8))
+            if chunk_id == b"fmt ":
+                fmt = handle.read(min(chunk_size, 16))
+                if len(fmt) >= 14:
+                    block_align = struct.unpack(order + "H", fmt[12:14])[0]
+            elif chunk_id == b"data":
+                if not block_align or chunk_size == 0 or chunk_size >= _UNKNOWN_WAV_DATA_SIZE:
+                    return None
+                available = max(0, size - position - 8)
+                return chunk_size // block_align, min(chunk_size, available) // block_align
+            position += 8 + chunk_size + (chunk_size & 1)
+    return None
+
+
+def check_not_truncated(path) -> None:
+    """Raise ``AudioFileError`` when a WAV file holds fewer frames than its header declares."""
+    try:
+        counts = wav_frame_counts(path)
+    except (OSError, struct.error):
+        return  # unreadable headers are reported by the audio reader itself
+    if counts is not None and counts[1] < counts[0]:
+        raise AudioFileError(
+            f"{path}: truncated: the header says {counts[0]} frames, only {counts[1]} are "
+            "readable (interrupted copy or download?)"
+        )
 
 
 def _temporary_sibling(path: Path, prefix: str, suffix: str) -> str:
@@ -171,13 +277,15 @@ def read_audio_info(path, expected_sr=None):
     Raises
     ------
     AudioFileError
-        When the file cannot be opened, has no frames, or its rate is not
-        ``expected_sr`` (when given).
+        When the file cannot be opened, is a truncated WAV (fewer frames than
+        its header declares, :func:`wav_frame_counts`), has no frames, or its
+        rate is not ``expected_sr`` (when given).
     """
     try:
         info = sf.info(str(path))
     except (RuntimeError, sf.LibsndfileError) as err:
         raise AudioFileError(f"{path}: unreadable audio header ({err})") from err
+    check_not_truncated(path)
     if info.frames <= 0:
         raise AudioFileError(f"{path}: zero-length audio")
     if expected_sr is not None and info.samplerate != expected_sr:

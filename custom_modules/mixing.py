@@ -315,7 +315,7 @@ class RandomMixtureSampler:
         """``(processed, info)`` of a RIR with probability ``probability``, else ``(None, None)``."""
         if self.rng.random() >= probability:
             return None, None
-        index = self.rir_sampler.sample_index()
+        index = self.rir_sampler.sample_good_index()  # skips RIRs unreadable since prep
         processed = self._processed_rir(index)
         info = {
             "id": self.rir_sampler.ids[index],

@@ -23,6 +23,20 @@ Loading
   checkpoints have no metrics and are ignored), and the state dict of every
   module in ``hparams["modules"]`` is loaded from it (``strict``: a missing or
   unexpected parameter is an error).
+* Incomplete or unreadable checkpoints (a save killed half-way by SpeechBrain's
+  own, non-atomic ``Checkpointer``, a partial copy, a damaged file) are
+  skipped with a warning naming the folder and the reason, and the best
+  *complete* checkpoint is used (:mod:`custom_modules.checkpoints`, also for
+  run folders written before the recipes used ``AtomicCheckpointer``).
+
+Security
+--------
+``hyperparams.yaml`` is executed, not just read: HyperPyYAML constructs every
+``!new:``/``!name:``/``!apply:`` object it names, which can be any Python
+callable (``!apply:os.system`` included). Loading a run folder (``--run`` of
+``custom_modules.enhance``, ``custom_modules.streaming`` and its export) runs
+code chosen by whoever wrote that file; ``torch.load(weights_only=True)`` of
+the weights does not change that. Load only run folders you trust.
 
 Supported recipes: any recipe of this project whose ``modules`` has a
 ``model`` mapping a waveform batch ``(batch, samples)`` at
@@ -34,15 +48,22 @@ mask) needs its own wrapper before it can be used for inference here.
 from __future__ import annotations
 
 import io
+import logging
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from hyperpyyaml import load_hyperpyyaml
 from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
 from speechbrain.utils.checkpoints import Checkpointer
 
+from custom_modules.checkpoints import AtomicCheckpointer
+
 HPARAMS_FILE = "hyperparams.yaml"
+
+logger = logging.getLogger(__name__)
 
 
 class RunFolderError(ValueError):
@@ -104,8 +125,12 @@ def _rewrite_paths(node, old_root: str, new_root: str):
 def _relocated_tree(hparams_path, run_folder):
     """YAML tree of ``hparams_path`` with paths under its ``output_folder`` moved to ``run_folder``."""
     yaml = YAML()
-    with open(hparams_path, encoding="utf-8") as handle:
-        tree = yaml.load(handle)
+    try:
+        with open(hparams_path, encoding="utf-8") as handle:
+            tree = yaml.load(handle)
+    except (YAMLError, UnicodeDecodeError) as err:
+        reason = " ".join(str(err).split())
+        raise RunFolderError(f"{hparams_path}: not valid YAML ({reason})") from err
     if not isinstance(tree, dict):
         raise RunFolderError(f"{hparams_path}: not a YAML mapping of hyperparameters")
     recorded = tree.get("output_folder")
@@ -174,36 +199,54 @@ def load_run_hparams(run_folder) -> dict:
     return hparams
 
 
-def _checkpointer_of(hparams, run_folder: Path) -> Checkpointer:
-    """The recipe's checkpointer (relocated into the run), else one on ``<run>/save``."""
+def _checkpointer_of(hparams, run_folder: Path) -> AtomicCheckpointer:
+    """The recipe's checkpointer (relocated into the run), else one on ``<run>/save``.
+
+    A plain SpeechBrain ``Checkpointer`` (older run folders) is wrapped in an
+    ``AtomicCheckpointer`` on the same folder, so incomplete checkpoints are
+    skipped whichever class wrote them.
+    """
     checkpointer = hparams.get("checkpointer")
     if isinstance(checkpointer, Checkpointer):
-        return checkpointer
+        return AtomicCheckpointer.wrapping(checkpointer)
     save_folder = run_folder / "save"
     if not save_folder.is_dir():
         raise RunFolderError(f"{run_folder}: no checkpointer in the YAML and no save/ folder")
-    return Checkpointer(save_folder)
+    return AtomicCheckpointer(save_folder)
 
 
-def find_best_checkpoint(checkpointer: Checkpointer, checkpoint_key: str):
-    """The checkpoint with the highest ``checkpoint_key``, with errors naming what exists.
+def ranked_checkpoints(checkpointer: Checkpointer, checkpoint_key: str) -> list:
+    """Complete checkpoints that recorded ``checkpoint_key``, best first.
+
+    Incomplete ones are skipped with a warning (see :mod:`custom_modules.checkpoints`).
 
     Raises
     ------
     RunFolderError
-        No checkpoint at all, or none that recorded ``checkpoint_key``.
+        No complete checkpoint at all, or none that recorded ``checkpoint_key``.
     """
+    checkpointer = AtomicCheckpointer.wrapping(checkpointer)
     folder = checkpointer.checkpoints_dir
     found = checkpointer.list_checkpoints()
     if not found:
-        raise RunFolderError(f"{folder}: no checkpoint (CKPT+* folder) found")
-    best = checkpointer.find_checkpoint(max_key=checkpoint_key)
-    if best is None:
+        skipped = [
+            f"{path.name} ({checkpointer.problem(path)})"
+            for path in sorted(checkpointer._list_checkpoint_dirs())
+        ]
+        detail = f"; skipped {len(skipped)} incomplete: {', '.join(skipped[:3])}" if skipped else ""
+        raise RunFolderError(f"{folder}: no checkpoint (CKPT+* folder) found{detail}")
+    ranked = checkpointer.find_checkpoints(max_key=checkpoint_key)
+    if not ranked:
         listing = "; ".join(f"{Path(c.path).name} (meta keys: {sorted(c.meta)})" for c in found[:5])
         raise RunFolderError(
             f"{folder}: no checkpoint recorded {checkpoint_key!r}; found {len(found)}: {listing}"
         )
-    return best
+    return ranked
+
+
+def find_best_checkpoint(checkpointer: Checkpointer, checkpoint_key: str):
+    """The complete checkpoint with the highest ``checkpoint_key`` (see :func:`ranked_checkpoints`)."""
+    return ranked_checkpoints(checkpointer, checkpoint_key)[0]
 
 
 def _load_module_weights(name, module, checkpoint, recoverables, device):
@@ -219,8 +262,9 @@ def _load_module_weights(name, module, checkpoint, recoverables, device):
     try:
         state = torch.load(paramfile, map_location=device, weights_only=True)
         module.load_state_dict(state, strict=True)
-    except (RuntimeError, OSError, ValueError) as err:
-        raise RunFolderError(f"{paramfile}: cannot load into module {name!r} ({err})") from err
+    except (RuntimeError, OSError, ValueError, EOFError, pickle.UnpicklingError) as err:
+        reason = " ".join(str(err).split())
+        raise RunFolderError(f"{paramfile}: cannot load into module {name!r} ({reason})") from err
 
 
 def resolve_device(device: str) -> torch.device:
@@ -262,9 +306,27 @@ def load_run(run_folder, device="cpu", checkpoint_key=None) -> LoadedRun:
             f"{run_folder / HPARAMS_FILE}: no checkpoint_key; pass one (e.g. 'stoi')"
         )
     checkpointer = _checkpointer_of(hparams, run_folder)
-    checkpoint = find_best_checkpoint(checkpointer, key)
-    for name, module in hparams["modules"].items():
-        _load_module_weights(name, module, checkpoint, checkpointer.recoverables, device)
+    checkpoint, skipped = None, []
+    for candidate in ranked_checkpoints(checkpointer, key):
+        reason = checkpointer.unreadable(candidate)
+        if reason is None:
+            try:
+                # Every module is loaded from one checkpoint: a later candidate overwrites all.
+                for name, module in hparams["modules"].items():
+                    _load_module_weights(name, module, candidate, checkpointer.recoverables, device)
+            except RunFolderError as err:
+                reason = str(err)
+                logger.warning("Skipping checkpoint %s: %s", candidate.path, reason)
+        if reason is None:
+            checkpoint = candidate
+            break
+        skipped.append(f"{Path(candidate.path).name}: {reason}")
+    if checkpoint is None:
+        raise RunFolderError(
+            f"{checkpointer.checkpoints_dir}: no usable checkpoint with {key!r} "
+            f"({'; '.join(skipped)})"
+        )
+    for module in hparams["modules"].values():
         module.to(device).eval()
         module.requires_grad_(False)
     return LoadedRun(

@@ -20,8 +20,17 @@ Error policy (both samplers)
   first read. Data preparation resamples once and keeps channel 0, so raw
   multichannel or off-rate files are a user error, not something to fix on
   every read.
-* Unreadable, truncated, NaN/Inf or all-zero (RIR) files raise
-  ``AudioFileError`` naming the file.
+* A file that cannot be used when it is read (deleted or unreadable since
+  data preparation, truncated, NaN/Inf, an all-zero RIR) is a *bad file*: it
+  is logged once per process with its path and the reason, counted
+  (``bad_files``: path -> reason; ``bad.draws``), and another file is drawn
+  instead, so a corpus file lost after preparation never wedges training.
+  Only when more than ``max_bad_fraction`` of the files (default 10 %, at
+  least one file when there are two or more) are bad, or
+  ``MAX_BAD_DRAWS_IN_A_ROW`` draws in a row hit bad files, an
+  ``AudioFileError`` lists them. Draws stay deterministic: item ``i`` drawn
+  with a seed gives the same result whenever the same files are bad, and
+  exactly the result of a healthy corpus when none is.
 * When ``max_attempts`` consecutive crops are all quieter than ``min_rms_db``
   a ``RuntimeError`` names the threshold and some of the files tried: the
   sampler never loops forever on silent data.
@@ -33,6 +42,7 @@ Randomness comes only from each sampler's own ``numpy.random.Generator``;
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections import OrderedDict
 from pathlib import Path
 
@@ -41,6 +51,11 @@ import soundfile as sf
 
 from custom_modules.audio import eval_rms_db
 from custom_modules.files import AudioFileError, load_manifest, read_audio_info
+
+logger = logging.getLogger(__name__)
+
+# Consecutive draws hitting bad files before giving up (whatever their fraction).
+MAX_BAD_DRAWS_IN_A_ROW = 1000
 
 # Manifest durations are rounded by whoever wrote them; trusting them to within
 # 1 ms keeps crop offsets inside the file.
@@ -100,6 +115,79 @@ def _as_path_list(paths, what: str) -> list:
     return paths
 
 
+class AudioFormatError(AudioFileError):
+    """A file at another rate or with several channels: a preparation error, never skipped."""
+
+
+class BadFiles:
+    """Files found unusable at read time by a sampler: logged once, counted, bounded.
+
+    Arguments
+    ---------
+    what : str
+        Owner named in messages ("SignalSampler"...).
+    num_files : int
+        Size of the owner's file list.
+    max_bad_fraction : float
+        Fraction of ``num_files`` that may be bad (at least one file when
+        there are two or more and the fraction is not 0); one more raises
+        ``AudioFileError``.
+
+    Example
+    -------
+    >>> bad = BadFiles("SignalSampler", num_files=20, max_bad_fraction=0.1)
+    >>> bad.limit
+    2
+    >>> bad.report("a.wav", AudioFileError("a.wav: cannot read samples"))
+    >>> bad.files, bad.draws
+    ({'a.wav': 'a.wav: cannot read samples'}, 1)
+    """
+
+    def __init__(self, what: str, num_files: int, max_bad_fraction: float = 0.1):
+        if not 0.0 <= float(max_bad_fraction) <= 1.0:
+            raise ValueError(f"max_bad_fraction must be in [0, 1], got {max_bad_fraction}")
+        self.what = what
+        self.num_files = int(num_files)
+        self.max_bad_fraction = float(max_bad_fraction)
+        fraction_limit = int(np.floor(self.max_bad_fraction * self.num_files + 1e-9))
+        lenient = self.num_files > 1 and self.max_bad_fraction > 0
+        self.limit = max(1, fraction_limit) if lenient else fraction_limit
+        self.files = {}  # path -> reason
+        self.draws = 0
+        self.in_a_row = 0
+
+    def ok(self) -> None:
+        """A draw that read a good file."""
+        self.in_a_row = 0
+
+    def report(self, path: str, err: AudioFileError) -> None:
+        """Record a draw that hit ``path``; raise once there are too many bad files."""
+        if isinstance(err, AudioFormatError):
+            raise err
+        self.draws += 1
+        self.in_a_row += 1
+        if path not in self.files:
+            self.files[path] = str(err)
+            logger.warning(
+                "%s: skipping bad file %s (%s); %d bad file(s) of %d so far",
+                self.what, path, err, len(self.files), self.num_files,
+            )  # fmt: skip
+        too_many = len(self.files) > self.limit
+        if too_many or self.in_a_row >= MAX_BAD_DRAWS_IN_A_ROW:
+            reasons = "\n  ".join(list(self.files.values())[:5])
+            more = f"\n  ... and {len(self.files) - 5} more" if len(self.files) > 5 else ""
+            why = (
+                f"more than max_bad_fraction={self.max_bad_fraction:g} allows"
+                if too_many
+                else f"{self.in_a_row} draws in a row hit them"
+            )
+            raise AudioFileError(
+                f"{self.what}: {len(self.files)} of {self.num_files} file(s) unusable ({why}); "
+                f"re-run data preparation (it redoes itself when its inputs changed):"
+                f"\n  {reasons}{more}"
+            ) from err
+
+
 def _read_segment(path: str, start: int, stop, sr: int, allow_short=False) -> np.ndarray:
     """Read frames ``[start, stop)`` of a mono file as float32, checked.
 
@@ -112,12 +200,12 @@ def _read_segment(path: str, start: int, stop, sr: int, allow_short=False) -> np
     except (RuntimeError, sf.LibsndfileError, OSError) as err:
         raise AudioFileError(f"{path}: cannot read samples ({err})") from err
     if file_sr != sr:
-        raise AudioFileError(
+        raise AudioFormatError(
             f"{path}: sample rate {file_sr} Hz, expected {sr} Hz "
             "(run data preparation, which resamples once into the save folder)"
         )
     if data.shape[1] != 1:
-        raise AudioFileError(
+        raise AudioFormatError(
             f"{path}: {data.shape[1]} channels; the samplers need mono files "
             "(data preparation keeps channel 0)"
         )
@@ -240,6 +328,9 @@ class SignalSampler:
         every second of the corpus equally likely; ``"file"``: every file
         equally likely (a fixed test set then measures each held-out noise
         recording alike, however long it is).
+    max_bad_fraction : float
+        Fraction of the files that may turn out unusable at read time before
+        an error (module docstring); they are skipped until then.
 
     Example
     -------
@@ -263,6 +354,7 @@ class SignalSampler:
         ids=None,
         max_attempts=50,
         weighting="duration",
+        max_bad_fraction=0.1,
     ):
         self.paths = _as_path_list(paths, "SignalSampler")
         if weighting not in ("duration", "file"):
@@ -291,6 +383,12 @@ class SignalSampler:
         weights = self.num_frames if weighting == "duration" else [1] * len(self.paths)
         self._cumulative = np.cumsum(np.asarray(weights, dtype=np.float64))
         self.rng = _make_rng(rng)
+        self.bad = BadFiles(type(self).__name__, len(self.paths), max_bad_fraction)
+
+    @property
+    def bad_files(self) -> dict:
+        """Files found unusable at read time (path -> reason), in this process."""
+        return self.bad.files
 
     @classmethod
     def from_manifest(cls, manifest_path, data_root=None, save_root=None, **kwargs):
@@ -347,14 +445,19 @@ class SignalSampler:
             index = self._draw_file()
             frames = self.num_frames[index]
             path = self.paths[index]
-            if frames >= remaining:
-                start = int(self.rng.integers(0, frames - remaining + 1))
-                piece = _read_segment(path, start, start + remaining, self.sr)
-            else:
-                # Short file: take it whole (its true end, should a manifest
-                # duration be slightly off) and continue with another file.
-                start = 0
-                piece = _read_segment(path, 0, remaining, self.sr, allow_short=True)
+            try:
+                if frames >= remaining:
+                    start = int(self.rng.integers(0, frames - remaining + 1))
+                    piece = _read_segment(path, start, start + remaining, self.sr)
+                else:
+                    # Short file: take it whole (its true end, should a manifest
+                    # duration be slightly off) and continue with another file.
+                    start = 0
+                    piece = _read_segment(path, 0, remaining, self.sr, allow_short=True)
+            except AudioFileError as err:
+                self.bad.report(path, err)  # raises past the bound
+                continue  # draw another file
+            self.bad.ok()
             pieces.append(piece)
             segments.append(
                 {"id": self.ids[index], "path": path, "start": start, "stop": start + len(piece)}
@@ -381,7 +484,9 @@ class SignalSampler:
         RuntimeError
             When ``max_attempts`` crops in a row are quieter than ``min_rms_db``.
         AudioFileError
-            When a file is unreadable, off-rate, multichannel or non-finite.
+            When a file is off-rate or multichannel (``AudioFormatError``), or
+            more files than ``max_bad_fraction`` allows were unusable (unreadable,
+            truncated, non-finite; fewer are skipped, see the module docstring).
         """
         tried, loudest = [], -np.inf
         for attempt in range(1, self.max_attempts + 1):
@@ -428,6 +533,9 @@ class RirSampler:
         ``False`` defers the checks to the first read.
     cache_size : int
         Number of RIRs kept in memory.
+    max_bad_fraction : float
+        Fraction of the RIRs that may turn out unusable at read time before an
+        error (module docstring); they are skipped until then.
 
     Example
     -------
@@ -440,7 +548,15 @@ class RirSampler:
     """
 
     def __init__(
-        self, paths, sr=16000, rng=None, ids=None, rt60s=None, read_headers=True, cache_size=512
+        self,
+        paths,
+        sr=16000,
+        rng=None,
+        ids=None,
+        rt60s=None,
+        read_headers=True,
+        cache_size=512,
+        max_bad_fraction=0.1,
     ):
         self.paths = _as_path_list(paths, "RirSampler")
         self.sr = int(sr)
@@ -457,6 +573,12 @@ class RirSampler:
         self.cache_size = int(cache_size)
         self._cache = OrderedDict()
         self.rng = _make_rng(rng)
+        self.bad = BadFiles(type(self).__name__, len(self.paths), max_bad_fraction)
+
+    @property
+    def bad_files(self) -> dict:
+        """RIRs found unusable at read time (path -> reason), in this process."""
+        return self.bad.files
 
     @classmethod
     def from_manifest(cls, manifest_path, data_root=None, save_root=None, **kwargs):
@@ -507,8 +629,23 @@ class RirSampler:
         return rir
 
     def sample_index(self) -> int:
-        """Index of a uniformly chosen RIR."""
+        """Index of a uniformly chosen RIR (not checked: see :meth:`sample_good_index`)."""
         return int(self.rng.integers(0, len(self.paths)))
+
+    def sample_good_index(self) -> int:
+        """Index of a uniformly chosen RIR that loads; bad files are skipped and counted.
+
+        Raises ``AudioFileError`` past the bad-file bound (module docstring).
+        """
+        while True:
+            index = self.sample_index()
+            try:
+                self.load(index)
+            except AudioFileError as err:
+                self.bad.report(self.paths[index], err)
+                continue
+            self.bad.ok()
+            return index
 
     def sampler(self, return_info=False):
         """Draw one whole RIR (float32, a copy the caller may modify).
@@ -522,7 +659,7 @@ class RirSampler:
         -------
         numpy.ndarray or (numpy.ndarray, dict)
         """
-        index = self.sample_index()
+        index = self.sample_good_index()
         rir = self.load(index).copy()
         if return_info:
             info = {

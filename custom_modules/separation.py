@@ -36,7 +36,7 @@ from scipy.signal import fftconvolve
 from speechbrain.utils.distributed import ddp_all_reduce, if_main_process
 
 from custom_modules.brain import EnhancementBrain, _as_float, _peak_safe, trim_batch
-from custom_modules.files import write_audio
+from custom_modules.files import check_safe_id, write_audio
 from custom_modules.metrics import MetricError, si_snr
 from custom_modules.plotting import save_spectrograms_png
 
@@ -258,7 +258,7 @@ class SeparationBrain(EnhancementBrain):
         """Wavs + spectrogram PNG of one test utterance (the first ``num_examples_to_save``)."""
         if not if_main_process() or self.examples_written >= self.hparams.num_examples_to_save:
             return
-        folder = Path(self.hparams.test_report_folder) / "examples" / uid
+        folder = Path(self.hparams.test_report_folder) / "examples" / check_safe_id(uid, "test set")
         for name, signal in signals.items():
             write_audio(folder / f"{name}.wav", _peak_safe(signal), self.hparams.sample_rate)
         save_spectrograms_png(

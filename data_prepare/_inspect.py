@@ -8,9 +8,10 @@ it over many files in a process pool with a tqdm progress bar.
 
 Policy:
 
-* A problem with the *input* (unreadable header, zero frames, NaN/Inf samples,
-  all-zero channel 0) makes the file "bad": the result carries the reason and
-  data preparation lists it in its report.
+* A problem with the *input* (unreadable header, a WAV holding fewer frames
+  than its header declares, zero frames, NaN/Inf samples, all-zero channel 0)
+  makes the file "bad": the result carries the reason and data preparation
+  lists it in its report.
 * A readable RIR whose RT60 cannot be estimated (too little decay above its
   noise floor, e.g. near-anechoic) is kept with ``rt60: null`` and
   ``rt60_error`` saying why.
@@ -33,7 +34,7 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from custom_modules.files import write_audio
+from custom_modules.files import wav_frame_counts, write_audio
 
 # Frames read per block when checking samples: bounds memory for long files.
 BLOCK_FRAMES = 1 << 18
@@ -165,6 +166,16 @@ def inspect_file(task: FileTask) -> FileResult:
         handle = sf.SoundFile(src)
     except (RuntimeError, sf.LibsndfileError, OSError) as err:
         return FileResult(task.rel_path, reason=_one_line(f"unreadable header ({err})"))
+    try:
+        counts = wav_frame_counts(src)
+    except OSError:
+        counts = None  # soundfile could open it: let the sample checks decide
+    if counts is not None and counts[1] < counts[0]:
+        handle.close()
+        return FileResult(
+            task.rel_path,
+            reason=f"truncated: the header says {counts[0]} frames, only {counts[1]} are readable",
+        )
     with handle:
         orig_sr, orig_channels = handle.samplerate, handle.channels
         if handle.frames <= 0:

@@ -24,6 +24,7 @@ from custom_modules.files import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
+    check_safe_id,
     read_json,
     recorded_set_manifest,
 )
@@ -131,7 +132,12 @@ def _set_done(out_dir: Path, options: dict) -> bool:
     if manifest is None:
         return False
     kinds = [k for k in FILE_LAYOUT if k != "interferer" or options["save_interferer"]]
-    return all((out_dir / triplet_file(k, key)).is_file() for key in manifest for k in kinds)
+    manifest_path = out_dir / "manifest.json"
+    return all(
+        (out_dir / triplet_file(k, check_safe_id(key, manifest_path))).is_file()
+        for key in manifest
+        for k in kinds
+    )
 
 
 def _csv_text(manifest: dict) -> str:
@@ -281,6 +287,8 @@ def write_triplets(
             old_keys = list(read_json(manifest_path))
         except ValueError:
             old_keys = []
+        for key in old_keys:  # they name files to delete: nothing outside out_dir
+            check_safe_id(key, manifest_path)
         manifest_path.unlink()  # a partial regeneration must never look complete
     tasks = list(enumerate(derive_seed_sequences(int(seed), num_triplets)))
     bar = dict(total=num_triplets, desc=f"triplets {out_dir.name}", disable=not progress)

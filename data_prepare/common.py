@@ -12,8 +12,32 @@ Every ``prepare_<corpus>`` function follows the same path:
 4. the good ones are split into train/valid/test (:func:`split_by_group`) and
    written, atomically, to ``<save_folder>/<kind>_<split>.json``;
 5. the options are recorded last in ``<save_folder>/prep_options_<name>.json``
-   (with a checksum of every output), so that a later call with the same
-   options skips the work and an interrupted one is redone.
+   (with a checksum of every output and a fingerprint of the inputs), so that
+   a later call with the same options skips the work and an interrupted one is
+   redone.
+
+Skip-if-done, ``skip_prep`` and ``force``
+-----------------------------------------
+* A preparation is skipped ("already prepared with the same options") only
+  when its record has the same options, every output has its recorded
+  checksum, every file the manifests point to inside the save folder
+  (resampled copies, generated material) exists, **and its inputs are
+  unchanged**: the audio files under the data folder (and the extra folders
+  of ``prepare_plain``; the save folder excluded) are fingerprinted by count
+  and by each file's relative path, size and modification time (hashed; a
+  directory walk and one ``stat`` per file, no audio read). A corpus file
+  deleted, added, replaced or touched since the preparation makes it run
+  again, so a manifest never keeps pointing at a vanished file.
+* ``force=True`` (``--force`` on every ``python -m data_prepare.<corpus>``
+  command line) redoes the preparation whatever the record says (converted
+  copies that are still valid are reused).
+* ``skip_prep=True`` (``--skip_prep``) does nothing at all, not even the
+  checks above, and returns the manifest paths: for corpora prepared
+  elsewhere or read-only.
+
+Command lines (:func:`run_cli`) print an expected error (missing folder, no
+audio, bad options) as one line, ``error: ...``, with exit status 1;
+``--verbose`` shows the traceback.
 
 Manifest entries (keyed by id = relative path without extension, "/" -> "_")::
 
@@ -35,6 +59,8 @@ import hashlib
 import logging
 import os
 import re
+import sys
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -269,6 +295,42 @@ def split_by_group(groups: dict, valid_ratio: float, test_ratio: float, seed: in
     return {key: split_of_group[group] for key, group in groups.items()}
 
 
+def inputs_fingerprint(folders, exclude=()) -> dict:
+    """Cheap fingerprint of the audio files under ``folders``: their count and a hash.
+
+    The hash covers each file's path relative to its folder, size and
+    modification time (ns), in sorted order; no audio is read.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / "a.wav").write_bytes(b"RIFF")
+    >>> first = inputs_fingerprint([folder])
+    >>> first["count"]
+    1
+    >>> (folder / "a.wav").unlink()
+    >>> inputs_fingerprint([folder]) == first
+    False
+    """
+    digest = hashlib.sha1()
+    count = 0
+    for number, folder in enumerate(folders):
+        folder = Path(folder)
+        if not folder.is_dir():
+            digest.update(f"{number}\tmissing folder {folder}\n".encode())
+            continue
+        for path in scan_audio(folder, exclude=exclude):
+            try:
+                stat = path.stat()
+                line = f"{number}\t{relative_posix(path, folder)}\t{stat.st_size}\t{stat.st_mtime_ns}\n"
+            except OSError:  # vanished while scanning, or a dangling link
+                line = f"{number}\t{relative_posix(path, folder)}\tunreadable\n"
+            digest.update(line.encode())
+            count += 1
+    return {"count": count, "sha1": digest.hexdigest()}
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -340,6 +402,14 @@ class PrepJob:
         }
         self.options_path = self.save_folder / f"prep_options_{name}.json"
         self.report_path = self.save_folder / f"bad_files_{name}.tsv"
+        # Inputs fingerprinted by the skip-if-done check: the data folder and any
+        # extra folders of the options (prepare_plain's extra_noise_folders...).
+        self.input_folders = [self.data_root] + [
+            Path(folder)
+            for key, value in options.items()
+            if key.startswith("extra_") and key.endswith("_folders")
+            for folder in value
+        ]
 
     def manifest_paths(self) -> dict:
         """``{(kind, split): path}`` of the manifests this job writes."""
@@ -352,52 +422,97 @@ class PrepJob:
     def _outputs(self) -> list[Path]:
         return [*self.manifest_paths().values(), self.report_path]
 
-    def is_done(self) -> bool:
-        """True when the outputs exist, unchanged, from a run with the same options."""
+    def fingerprint(self) -> dict:
+        """:func:`inputs_fingerprint` of this job's input folders (the save folder excluded)."""
+        return inputs_fingerprint(self.input_folders, exclude=[self.save_folder])
+
+    def _saved_files_missing(self) -> str | None:
+        """A file inside the save folder that a manifest points to but is gone, else None."""
+        for path in self.manifest_paths().values():
+            try:
+                manifest = read_json(path)
+            except (OSError, ValueError):
+                return str(path)
+            for entry in manifest.values() if isinstance(manifest, dict) else ():
+                target = entry.get("path") if isinstance(entry, dict) else None
+                if isinstance(target, str) and target.startswith("{save_root}/"):
+                    resolved = self.save_folder / target[len("{save_root}/") :]
+                    if not resolved.exists():
+                        return str(resolved)
+        return None
+
+    def is_done(self, fingerprint=None) -> bool:
+        """True when the outputs exist, unchanged, from a run with the same options and inputs.
+
+        ``fingerprint``: the current :meth:`fingerprint` (computed when None).
+        """
+        return self._why_not_done(fingerprint) is None
+
+    def _why_not_done(self, fingerprint=None) -> str | None:
         if not self.options_path.exists():
-            return False
+            return "not prepared yet"
         try:
             record = read_json(self.options_path)
         except (OSError, ValueError):
-            return False
+            return f"unreadable {self.options_path.name}"
         if not isinstance(record, dict) or record.get("options") != self.options:
-            return False
+            return "the options changed"
         checksums = record.get("outputs", {})
         for path in self._outputs():
             # A manifest overwritten by another preparation into the same
             # folder (e.g. two corpora writing noise_*.json) means redo.
             if not path.exists() or checksums.get(path.name) != _sha256(path):
-                return False
-        return True
+                return f"{path.name} is missing or changed"
+        missing = self._saved_files_missing()
+        if missing is not None:
+            return f"{missing} is missing"
+        if fingerprint is None:
+            fingerprint = self.fingerprint()
+        recorded = record.get("inputs")
+        if recorded != fingerprint:
+            if not isinstance(recorded, dict):
+                return "no record of the input files (prepared by an older version)"
+            return (
+                f"the input files changed ({recorded.get('count')} audio files then, "
+                f"{fingerprint['count']} now, or some were modified)"
+            )
+        return None
 
-    def skip_if_done(self) -> bool:
-        """Log and return True when :meth:`is_done`."""
-        if self.is_done():
+    def skip_if_done(self, fingerprint=None) -> bool:
+        """Log and return True when :meth:`is_done`; log why the work is (re)done otherwise."""
+        reason = self._why_not_done(fingerprint)
+        if reason is None:
             logger.info(
-                "%s: skipping, already prepared with the same options (%s)",
+                "%s: skipping, already prepared with the same options and inputs (%s)",
                 self.name,
                 self.options_path,
             )
             return True
+        if self.options_path.exists():
+            logger.info("%s: preparing again: %s", self.name, reason)
         return False
 
-    def execute(self, collect_items, num_workers=None, skip_prep=False) -> dict:
-        """The whole flow of a ``prepare_*`` function.
+    def execute(self, collect_items, num_workers=None, skip_prep=False, force=False) -> dict:
+        """The whole flow of a ``prepare_*`` function (see the module docstring).
 
         ``skip_prep`` returns the manifest paths at once; otherwise the data
-        folder must exist, a finished identical preparation is skipped, and
-        else ``collect_items()`` (the corpus scanner) feeds :meth:`run`.
+        folder must exist, a finished identical preparation with unchanged
+        inputs is skipped unless ``force``, and else ``collect_items()`` (the
+        corpus scanner) feeds :meth:`run`.
         """
         if skip_prep:
             return self.manifest_paths()
         require_folder(self.data_root, "data folder")
         if self.save_folder == self.data_root:
             raise ValueError(f"save_folder must differ from data_folder ({self.data_root})")
-        if self.skip_if_done():
+        fingerprint = self.fingerprint()
+        if force:
+            logger.info("%s: preparing again (force)", self.name)
+        elif self.skip_if_done(fingerprint):
             return self.manifest_paths()
-        return self.run(collect_items(), num_workers)
+        return self.run(collect_items(), num_workers, fingerprint=fingerprint)
 
-    def run(self, items, num_workers=None) -> dict:
+    def run(self, items, num_workers=None, fingerprint=None) -> dict:
         """Check/convert ``items`` in a pool, split, write manifests, report, options.
 
         Returns
@@ -464,6 +579,8 @@ class PrepJob:
         record = {
             "options": self.options,
             "data_root": str(self.data_root),
+            # Taken before the files were read: a file changed meanwhile means redo.
+            "inputs": fingerprint if fingerprint is not None else self.fingerprint(),
             "outputs": {path.name: _sha256(path) for path in self._outputs()},
             "summary": {"ok": len(items) - len(bad), "skipped": len(bad)},
         }
@@ -506,14 +623,46 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--skip_prep", action="store_true", help="do nothing (return the manifest paths)"
     )
+    add_force_and_verbose(parser)
     return parser
 
 
+def add_force_and_verbose(parser: argparse.ArgumentParser) -> None:
+    """``--force`` (redo even if done) and ``--verbose`` (tracebacks) options."""
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="prepare again even when already done with the same options and inputs",
+    )
+    parser.add_argument("--verbose", action="store_true", help="show the traceback of an error")
+
+
+# Errors a command line reports in one line (the message names the file or option).
+CLI_ERRORS = (OSError, ValueError, KeyError)
+
+
+def cli_error_exit(err: BaseException, verbose: bool) -> None:
+    """Print ``err`` as ``error: ...`` (with its traceback when ``verbose``) and exit 1."""
+    if verbose:
+        traceback.print_exception(err)
+    message = err.args[0] if isinstance(err, KeyError) and err.args else err
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+    raise SystemExit(1)
+
+
 def run_cli(prepare, parser: argparse.ArgumentParser, argv=None) -> dict:
-    """Parse ``argv``, call ``prepare(**vars(args))`` and print the manifest paths."""
-    args = parser.parse_args(argv)
+    """Parse ``argv``, call ``prepare(**vars(args))`` and print the manifest paths.
+
+    Expected errors (``CLI_ERRORS``) end the program with one line and exit
+    status 1; ``--verbose`` shows their traceback.
+    """
+    args = vars(parser.parse_args(argv))
+    verbose = args.pop("verbose", False)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    manifests = prepare(**vars(args))
+    try:
+        manifests = prepare(**args)
+    except CLI_ERRORS as err:
+        cli_error_exit(err, verbose)
     for (kind, split), path in manifests.items():
         print(f"{kind}\t{split}\t{path}")
     return manifests

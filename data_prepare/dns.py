@@ -135,6 +135,7 @@ def prepare_dns(
     sample_rate=16000,
     num_workers=None,
     skip_prep=False,
+    force=False,
     kinds=("speech", "noise", "rir"),
 ) -> dict:
     """Write speech/noise/rir ``_{train,valid,test}.json`` manifests for a DNS corpus.
@@ -157,6 +158,8 @@ def prepare_dns(
         Processes reading and converting files (default: CPU count).
     skip_prep : bool
         Do nothing, return the manifest paths.
+    force : bool
+        Prepare again even when already done with the same options and inputs.
     kinds : tuple of str
         Which of "speech", "noise", "rir" to prepare.
 
@@ -174,7 +177,10 @@ def prepare_dns(
         kinds=list(kinds),
     )  # fmt: skip
     return job.execute(
-        lambda: dns_items(job.data_root, kinds, exclude=[job.save_folder]), num_workers, skip_prep
+        lambda: dns_items(job.data_root, kinds, exclude=[job.save_folder]),
+        num_workers,
+        skip_prep,
+        force,
     )
 
 

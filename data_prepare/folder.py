@@ -62,6 +62,7 @@ def prepare_folder(
     sample_rate=16000,
     num_workers=None,
     skip_prep=False,
+    force=False,
 ) -> dict:
     """Write ``<kind>_{train,valid,test}.json`` for a plain folder of audio files.
 
@@ -83,6 +84,8 @@ def prepare_folder(
         Processes reading and converting files (default: CPU count).
     skip_prep : bool
         Do nothing, return the manifest paths.
+    force : bool
+        Prepare again even when already done with the same options and inputs.
 
     Returns
     -------
@@ -97,7 +100,10 @@ def prepare_folder(
         kind=kind,
     )  # fmt: skip
     return job.execute(
-        lambda: folder_items(job.data_root, kind, exclude=[job.save_folder]), num_workers, skip_prep
+        lambda: folder_items(job.data_root, kind, exclude=[job.save_folder]),
+        num_workers,
+        skip_prep,
+        force,
     )
 
 

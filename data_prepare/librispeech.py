@@ -127,6 +127,7 @@ def prepare_librispeech(
     sample_rate=16000,
     num_workers=None,
     skip_prep=False,
+    force=False,
 ) -> dict:
     """Write ``speech_{train,valid,test}.json`` from LibriSpeech, speaker-disjoint.
 
@@ -149,6 +150,8 @@ def prepare_librispeech(
         Processes reading files (default: CPU count).
     skip_prep : bool
         Do nothing, return the manifest paths.
+    force : bool
+        Prepare again even when already done with the same options and inputs.
 
     Returns
     -------
@@ -174,6 +177,7 @@ def prepare_librispeech(
         lambda: librispeech_items(job.data_root, splits, exclude=[job.save_folder]),
         num_workers,
         skip_prep,
+        force,
     )
 
 

@@ -56,6 +56,7 @@ from custom_modules.datasets import OnTheFlyTripletDataset
 from custom_modules.files import atomic_write_json
 from custom_modules.triplets import SpeakerPool
 from data_prepare._triplet_writer import SUBTYPES, triplet_file, write_triplets
+from data_prepare.common import CLI_ERRORS, add_force_and_verbose, cli_error_exit
 from data_prepare.librispeech import prepare_librispeech
 
 __all__ = [
@@ -73,13 +74,18 @@ SPLITS = ("train", "valid", "test")
 NOISE_SOURCES = ("musan", "dns")
 
 
-def _prepare_noise(source, data_folder, noise_folder, seed, sr, num_workers):
+def _prepare_noise(source, data_folder, noise_folder, seed, sr, num_workers, force=False):
     """Noise manifests ``{split: path}`` from the MUSAN or DNS layout of ``data_folder``."""
     if source == "musan":
         from data_prepare.musan import prepare_musan
 
         paths = prepare_musan(
-            data_folder, noise_folder, seed=seed, sample_rate=sr, num_workers=num_workers
+            data_folder,
+            noise_folder,
+            seed=seed,
+            sample_rate=sr,
+            num_workers=num_workers,
+            force=force,
         )
     elif source == "dns":
         from data_prepare.dns import prepare_dns
@@ -91,6 +97,7 @@ def _prepare_noise(source, data_folder, noise_folder, seed, sr, num_workers):
             sample_rate=sr,
             num_workers=num_workers,
             kinds=("noise",),
+            force=force,
         )
     else:
         raise ValueError(f"noise must be False, True, or one of {NOISE_SOURCES}, got {source!r}")
@@ -118,6 +125,7 @@ def prepare_librispeech_mixtures(
     num_workers=1,
     progress=True,
     subtype="FLOAT",
+    force=False,
 ) -> dict:
     """LibriSpeech manifests, then train/valid/test triplet sets (see module docstring).
 
@@ -147,6 +155,9 @@ def prepare_librispeech_mixtures(
         Worker processes of the manifest preparation and the triplet writer.
     progress : bool
         Show progress bars.
+    force : bool
+        Prepare the speech and noise manifests again even when done (the
+        triplet sets keep their own skip-if-done check).
 
     Returns
     -------
@@ -174,6 +185,7 @@ def prepare_librispeech_mixtures(
         sample_rate=sr,
         num_workers=num_workers,
         skip_prep=False,
+        force=force,
     )
     speech = {split: speech[("speech", split)] for split in SPLITS}
     pools = {
@@ -183,7 +195,7 @@ def prepare_librispeech_mixtures(
     noise_manifests = {}
     if noise:
         noise_manifests = _prepare_noise(
-            noise, data_folder, save_folder / "noise", seed, sr, num_workers
+            noise, data_folder, save_folder / "noise", seed, sr, num_workers, force
         )
     if "train" in pools:
         atomic_write_json(save_folder / "train_speakers.json", pools["train"].target_speakers)
@@ -288,12 +300,17 @@ def main(argv=None) -> dict:
         help="WAV sample format (PCM_16: half the disk, loud mixes scaled down)",
     )
     parser.add_argument("--skip_prep", action="store_true", help="do nothing")
+    add_force_and_verbose(parser)
     args = vars(parser.parse_args(argv))
+    verbose = args.pop("verbose")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args["noise"] = False if args["noise"] == "none" else args["noise"]
     args["tir_db_range"] = _range(args["tir_db_range"])
     args["snr_db_range"] = _range(args["snr_db_range"])
-    outputs = prepare_librispeech_mixtures(**args)
+    try:
+        outputs = prepare_librispeech_mixtures(**args)
+    except CLI_ERRORS as err:
+        cli_error_exit(err, verbose)
     for split, path in outputs.items():
         print(f"{split}\t{path}")
     return outputs

@@ -69,6 +69,7 @@ def prepare_musan(
     sample_rate=16000,
     num_workers=None,
     skip_prep=False,
+    force=False,
 ) -> dict:
     """Write ``noise_{train,valid,test}.json`` from MUSAN.
 
@@ -90,6 +91,8 @@ def prepare_musan(
         Processes reading and converting files (default: CPU count).
     skip_prep : bool
         Do nothing, return the manifest paths.
+    force : bool
+        Prepare again even when already done with the same options and inputs.
 
     Returns
     -------
@@ -108,6 +111,7 @@ def prepare_musan(
         lambda: musan_items(job.data_root, categories, exclude=[job.save_folder]),
         num_workers,
         skip_prep,
+        force,
     )
 
 

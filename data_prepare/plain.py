@@ -385,6 +385,7 @@ def prepare_plain(
     sample_rate=16000,
     num_workers=None,
     skip_prep=False,
+    force=False,
     extra_noise_folders=(),
     extra_rir_folders=(),
     noise_valid_ratio=0.15,
@@ -421,6 +422,8 @@ def prepare_plain(
         Processes checking and converting files (default: CPU count).
     skip_prep : bool
         Do nothing, return the manifest paths.
+    force : bool
+        Prepare again even when already done with the same options and inputs.
     extra_noise_folders, extra_rir_folders : sequence of str
         More folders of noise / RIR files (recursive).
     noise_valid_ratio, noise_test_ratio, rir_valid_ratio, rir_test_ratio : float
@@ -480,6 +483,7 @@ def prepare_plain(
         lambda: plain_items(job.data_root, job.save_folder, options, exclude=[job.save_folder]),
         num_workers,
         skip_prep,
+        force,
     )
 
 

@@ -163,6 +163,7 @@ def prepare_rirs(
     sample_rate=16000,
     num_workers=None,
     skip_prep=False,
+    force=False,
 ) -> dict:
     """Write ``rir_{train,valid,test}.json`` for SLR26/SLR28 RIRs.
 
@@ -182,6 +183,8 @@ def prepare_rirs(
         Processes reading and converting files (default: CPU count).
     skip_prep : bool
         Do nothing, return the manifest paths.
+    force : bool
+        Prepare again even when already done with the same options and inputs.
 
     Returns
     -------
@@ -193,7 +196,10 @@ def prepare_rirs(
         valid_ratio=valid_ratio, test_ratio=test_ratio, seed=seed, sample_rate=sample_rate,
     )  # fmt: skip
     return job.execute(
-        lambda: find_rir_items(job.data_root, exclude=[job.save_folder]), num_workers, skip_prep
+        lambda: find_rir_items(job.data_root, exclude=[job.save_folder]),
+        num_workers,
+        skip_prep,
+        force,
     )
 
 

@@ -295,7 +295,9 @@ def test_file_weighting_draws_every_file_alike(tmp_path):
         counts[weighting] = draws.count(paths[1]) / len(draws)
     assert counts["duration"] < 0.1  # 1 s of 21 s
     assert 0.4 < counts["file"] < 0.6
-    assert SignalSampler(paths, crop_size_sec=0.5, weighting="file").describe()["weighting"] == "file"
+    assert (
+        SignalSampler(paths, crop_size_sec=0.5, weighting="file").describe()["weighting"] == "file"
+    )
     assert "weighting" not in SignalSampler(paths, crop_size_sec=0.5).describe()
     with pytest.raises(ValueError, match="weighting"):
         SignalSampler(paths, crop_size_sec=0.5, weighting="speaker")

@@ -22,6 +22,8 @@ import soundfile as sf
 import torch
 from ruamel.yaml import YAML
 
+from custom_modules.recipe_data import PLAIN_CORPUS_KEYS
+
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "spectral_mask"
 HAS_ESPEAK = shutil.which("espeak-ng") is not None
@@ -37,6 +39,8 @@ SHARED_KEYS = (
     "train_batches_per_epoch", "train_loader_options", "valid_loader_options",
     "test_loader_options", "checkpoint_key", "valid_metrics", "test_metrics",
     "num_examples_to_save", "epoch_counter", "log_every_n_steps", "tensorboard_audio_every",
+    "noise_gain_range_db", "mixture_gain_range_db", "eval_noise_gain_range_db",
+    "eval_mixture_gain_range_db", "eval_noise_weighting", "num_train_workers", *PLAIN_CORPUS_KEYS,
 )  # fmt: skip
 
 

@@ -28,6 +28,17 @@ Usage::
 * Output samples beyond full scale are clipped (a stream cannot be rescaled
   afterwards); their count is reported. ``--subtype FLOAT`` writes a float wav
   instead.
+* Finite output or an error: every output chunk is checked for NaN/Inf (a
+  diverged checkpoint, an input far beyond full scale), whatever the backend.
+  The first non-finite chunk stops the stream with an error naming the chunk
+  and exit status 1; a wav output is written to a temporary file renamed into
+  place only at the end, so nothing is left at ``--output``; on stdout nothing
+  more is written.
+* Errors (missing input, unwritable output, a run folder that cannot be
+  loaded, bad options) are one line, ``error: ...``, exit status 1, and are
+  checked before the model is loaded where possible; ``--verbose`` shows the
+  traceback. ``--run`` executes the run's ``hyperparams.yaml`` (HyperPyYAML
+  constructs arbitrary objects): use only run folders you trust.
 * Printed to stderr: the model, the latency, and per-chunk processing time
   (median, p99, max) and the real-time factor.
 """
@@ -36,7 +47,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +60,10 @@ from custom_modules.files import open_audio_writer, read_audio_info
 from custom_modules.streaming.engine import BACKENDS, StreamingEnhancer
 
 PCM_SCALE = 32768.0
+
+
+class NonFiniteOutputError(ValueError):
+    """The model produced NaN or Inf: the stream is stopped."""
 
 
 def read_pcm_chunks(stream, chunk_size: int):
@@ -147,14 +164,24 @@ def stream(enhancer: StreamingEnhancer, chunks, sink, align: bool) -> dict:
             sink.write(samples)
             written += samples.size
 
-    for chunk, valid in chunks:
+    def checked(out, index):
+        if not np.all(np.isfinite(out)):
+            raise NonFiniteOutputError(
+                f"the model output is not finite (NaN or Inf) in chunk {index} (input samples "
+                f"{index * enhancer.chunk_size}-{(index + 1) * enhancer.chunk_size}); stream "
+                "stopped (diverged checkpoint, or input far beyond full scale?)"
+            )
+        return out
+
+    index = 0
+    for index, (chunk, valid) in enumerate(chunks):
         start = time.perf_counter()
         out = enhancer.process_chunk(chunk)
         durations.append(time.perf_counter() - start)
         total_in += valid
-        emit(out)
+        emit(checked(out, index))
     limit = total_in if align else total_in + enhancer.latency_samples
-    emit(enhancer.flush(), limit=limit)
+    emit(checked(enhancer.flush(), index + 1), limit=limit)
     durations = np.array(durations) if durations else np.zeros(1)
     seconds = total_in / enhancer.sample_rate
     return {
@@ -173,6 +200,17 @@ def build_enhancer(args) -> StreamingEnhancer:
     return StreamingEnhancer.from_run(args.run, backend=args.backend)
 
 
+def check_writable_output(path) -> None:
+    """Raise ``OSError`` naming ``path`` when a file cannot be created there."""
+    parent = Path(path).expanduser().resolve().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as err:
+        raise OSError(f"{path}: cannot write there ({err.strerror or err})") from err
+
+
 def main(argv=None, stdin=None, stdout=None) -> int:
     """Command line (see module docstring). ``stdin``/``stdout``: binary streams for ``-``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -189,12 +227,20 @@ def main(argv=None, stdin=None, stdout=None) -> int:
     parser.add_argument("--keep_latency", action="store_true", help="wav output: keep the delay")
     parser.add_argument("--subtype", default="PCM_16", help="wav output subtype (PCM_16, FLOAT...)")
     parser.add_argument("--threads", type=int, default=1, help="PyTorch threads (eager backend)")
+    parser.add_argument("--verbose", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
+    if args.threads < 1:
+        parser.error(f"--threads must be at least 1, got {args.threads}")
     stdin = stdin if stdin is not None else sys.stdin.buffer
     stdout = stdout if stdout is not None else sys.stdout.buffer
     torch.set_num_threads(args.threads)
 
     try:
+        # Cheap checks first: a wrong path must not wait for the model to load.
+        if args.input != "-" and not Path(args.input).is_file():
+            raise FileNotFoundError(f"{args.input}: input file not found")
+        if args.output != "-":
+            check_writable_output(args.output)
         enhancer = build_enhancer(args)
         hop, rate = enhancer.chunk_size, enhancer.sample_rate
         print(
@@ -217,8 +263,10 @@ def main(argv=None, stdin=None, stdout=None) -> int:
             with open_audio_writer(args.output, rate, subtype=args.subtype) as handle:
                 sink = WavSink(handle, clip=clip)
                 figures = stream(enhancer, chunks, sink, align=not args.keep_latency)
-    except (OSError, ValueError, TypeError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (OSError, ValueError, TypeError, EOFError, RuntimeError) as err:
+        if args.verbose:
+            traceback.print_exception(err)
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 1
     print(
         f"{figures['samples'] / rate:.2f} s in, {figures['written']} samples out; per chunk "

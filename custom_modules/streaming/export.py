@@ -23,6 +23,11 @@ onnxruntime; the STFT and the ring buffer of past taps run in numpy).
 After writing, the export is checked against PyTorch on ``--verify_frames``
 chunks of a random signal, chunk by chunk, and the largest difference is
 printed (exit status 1 above ``--tolerance``).
+
+Errors (a run folder that cannot be loaded, an unwritable ``--out``, checked
+before the model is loaded) are one line with exit status 2; ``--verbose``
+shows the traceback. ``--run`` executes the run's ``hyperparams.yaml``
+(HyperPyYAML constructs arbitrary objects): export only runs you trust.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import argparse
 import io
 import json
 import sys
+import traceback
 import warnings
 from pathlib import Path
 
@@ -223,18 +229,29 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--verify_frames", type=int, default=200, help="0 skips the check")
     parser.add_argument("--tolerance", type=float, default=1e-4)
+    parser.add_argument("--verbose", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
 
-    from custom_modules.run_loading import RunFolderError, load_run
+    from custom_modules.run_loading import load_run
+    from custom_modules.streaming.__main__ import check_writable_output
+
+    def fail(err) -> int:
+        if args.verbose:
+            traceback.print_exception(err)
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
 
     try:
+        check_writable_output(args.out)  # before the model is loaded
         loaded = load_run(args.run, device="cpu", checkpoint_key=args.checkpoint_key)
-    except RunFolderError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except (OSError, ValueError) as err:  # RunFolderError is a ValueError
+        return fail(err)
     model = loaded.model
-    proto_bytes = export_model(model, loaded.sample_rate)
-    atomic_write_bytes(args.out, proto_bytes)
+    try:
+        proto_bytes = export_model(model, loaded.sample_rate)
+        atomic_write_bytes(args.out, proto_bytes)
+    except (OSError, ValueError, TypeError) as err:
+        return fail(err)
     print(f"exported {loaded.describe()} -> {args.out} ({len(proto_bytes) / 1e6:.1f} MB)")
     if args.verify_frames > 0:
         worst = compare_backends(model, proto_bytes, num_frames=args.verify_frames)

@@ -110,13 +110,14 @@ def inference_overrides(run_hparams_path, inference_yaml=INFERENCE_YAML) -> dict
 
 
 def best_checkpoint(save_folder, key):
-    """The run's checkpoint with the highest ``key`` in its metadata."""
-    from speechbrain.utils.checkpoints import Checkpointer
+    """The run's complete checkpoint with the highest ``key`` in its metadata."""
+    from custom_modules.checkpoints import AtomicCheckpointer
 
     save_folder = Path(save_folder)
     if not save_folder.is_dir():
         raise ExportError(f"{save_folder}: no checkpoint folder")
-    checkpoint = Checkpointer(save_folder).find_checkpoint(max_key=key)
+    # Incomplete/unreadable checkpoints are skipped with a warning (custom_modules.checkpoints).
+    checkpoint = AtomicCheckpointer(save_folder, {"model": None}).find_checkpoint(max_key=key)
     if checkpoint is None:
         raise ExportError(
             f"{save_folder}: no checkpoint with {key!r} in its metadata (a --debug run keeps "
