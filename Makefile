@@ -14,6 +14,11 @@ DEMO_RESULTS ?= results/demo_unet_tcm
 REAL_CORPUS ?= $(if $(wildcard $(REAL_CORPUS_DIR)/speech),$(REAL_CORPUS_DIR),data/real)
 REAL_RESULTS ?= results/real_unet_tcm
 REAL_TRAIN_MINUTES ?= 52
+# make demo-real-tse: SpEx+ on the real speakers of REAL_CORPUS; REAL_TSE_ARGS adds YAML overrides
+# (ablations: make demo-real-tse REAL_TSE_RESULTS=results/x REAL_TSE_ARGS="--ce_weight 0").
+REAL_TSE_RESULTS ?= results/real_spex_plus
+REAL_TSE_TRAIN_MINUTES ?= 50
+REAL_TSE_ARGS ?=
 # With ../shared/real_corpus: its own noise/ and rir/ files are the held-out test material; the
 # real noises and RIRs of ../shared/audio train, two noises of them held out for validation.
 # Other roots use the YAML's held-out fractions.
@@ -22,12 +27,13 @@ REAL_HELD_OUT ?= $(if $(and $(filter $(REAL_CORPUS_DIR),$(abspath $(REAL_CORPUS)
 	--test_patterns "[noise/*, rir/*]" --noise_test_ratio 0 --rir_test_ratio 0 \
 	--valid_patterns '["*/sc_exercise_bike.wav", "*/tam_babble_single403a.wav"]' --noise_valid_ratio 0)
 
-.PHONY: help venv test lint format demo demo-real demo-corpus mixer-demo bench clean
+.PHONY: help venv test lint format demo demo-real demo-real-tse demo-corpus mixer-demo bench clean
 
 help:
 	@echo "make test         install what is needed, run ruff and the whole test suite"
 	@echo "make demo         the main job end to end on the offline demo corpus"
 	@echo "make demo-real    the main job on real speech (REAL_CORPUS), <= 60 min on 2 cores"
+	@echo "make demo-real-tse  SpEx+ on REAL_CORPUS's speakers, tested on unseen ones, <= 60 min"
 	@echo "make mixer-demo   write example mixtures and a spectrogram PNG"
 	@echo "make demo-corpus  generate the offline demo corpus into $(DEMO_DATA)"
 	@echo "make bench        run the benchmarks (prints measured figures)"
@@ -75,6 +81,21 @@ demo-real:
 	$(PY) recipes/unet_tcm/train.py recipes/unet_tcm/hparams/unet_cpu.yaml \
 		--data_folder $(REAL_CORPUS) --output_folder $(REAL_RESULTS) \
 		--max_train_minutes $(REAL_TRAIN_MINUTES) --number_of_epochs 1000 $(REAL_HELD_OUT)
+
+# Train the CPU-size SpEx+ on the speakers of REAL_CORPUS (speech/<speaker>/...: speaker-disjoint
+# train/valid/test by valid_ratio/test_ratio) for REAL_TSE_TRAIN_MINUTES (data preparation and the
+# test add a few minutes), test the best checkpoint on triplets of the unseen test speakers (also
+# with a zero and another speaker's reference) and print the table. Run again to resume.
+demo-real-tse:
+	@if [ ! -d "$(REAL_CORPUS)/speech" ]; then \
+		echo "make demo-real-tse: no plain corpus root at $(REAL_CORPUS) (needs speech/<speaker>/...);" \
+			"get one with: python -m data_prepare.download speechocean762 --out data/real" >&2; \
+		exit 2; \
+	fi
+	$(PY) recipes/spex_plus/train.py recipes/spex_plus/hparams/spex_plus_cpu.yaml \
+		--data_folder $(REAL_CORPUS) --output_folder $(REAL_TSE_RESULTS) \
+		--max_train_minutes $(REAL_TSE_TRAIN_MINUTES) --number_of_epochs 1000 \
+		--train_batches_per_epoch 100 --num_valid_examples 60 --num_test_examples 300 $(REAL_TSE_ARGS)
 
 bench:
 	$(PY) benchmarks/mixing.py

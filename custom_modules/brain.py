@@ -71,6 +71,8 @@ METRIC_LABELS = {
     "pesq": "PESQ",
     "bss_sdr": "SDR (BSS Eval)",
     "wsdr": "wSDR",
+    "si_snr_zero_ref": "SI-SDR, zero reference",
+    "si_snr_other_ref": "SI-SDR, other speaker's reference",
 }
 
 
@@ -323,7 +325,7 @@ class EnhancementBrain(sb.Brain):
         grads = [p.grad.detach().norm() for p in self.modules.parameters() if p.grad is not None]
         if grads:
             self.last_grad_norm = float(torch.stack(grads).norm())
-        schedule = self.hparams.lr_schedule if hasattr(self.hparams, "lr_schedule") else None
+        schedule = self.step_lr_schedule()
         if schedule is not None:
             progress = self.hparams.epoch_counter.progress(
                 self.step, self.hparams.train_batches_per_epoch
@@ -332,6 +334,10 @@ class EnhancementBrain(sb.Brain):
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
         super().optimizers_step()
+
+    def step_lr_schedule(self):
+        """The learning-rate schedule applied every optimizer step (``hparams.lr_schedule``), or None."""
+        return self.hparams.lr_schedule if hasattr(self.hparams, "lr_schedule") else None
 
     def log_train_losses(self, **components):
         """Accumulate training loss components; write them to TensorBoard every N steps."""
@@ -375,7 +381,14 @@ class EnhancementBrain(sb.Brain):
         if stage == sb.Stage.TEST:
             handles += self.metric_computer.submit(mixtures, targets, ids=batch.id)
             snrs = getattr(batch, "snr_db", None)
-            snrs = [None] * len(batch.id) if snrs is None else list(snrs)
+            conditions = getattr(batch, "condition", None)
+            snrs = list(
+                zip(
+                    [None] * len(batch.id) if snrs is None else list(snrs),
+                    [None] * len(batch.id) if conditions is None else list(conditions),
+                    strict=True,
+                )
+            )
             self._write_examples(batch.id, mixtures, targets, estimates)
         else:
             snrs = None
@@ -399,10 +412,14 @@ class EnhancementBrain(sb.Brain):
             self.metric_records.extend(records)
             return
         half = len(records) // 2
-        for est, mix, snr, scores in zip(records[:half], records[half:], snrs, local, strict=True):
+        for est, mix, (snr, condition), scores in zip(
+            records[:half], records[half:], snrs, local, strict=True
+        ):
             est = {**est, **{name: pair[0] for name, pair in scores.items()}}
             mix = {**mix, **{name: pair[1] for name, pair in scores.items()}}
             row = {"id": est["id"], "input_snr_db": _as_float(snr)}
+            if condition is not None:
+                row["condition"] = condition
             for key in self.hparams.test_metrics:
                 row[f"{key}_mixture"] = mix.get(key, math.nan)
                 row[f"{key}_estimate"] = est.get(key, math.nan)
@@ -447,9 +464,8 @@ class EnhancementBrain(sb.Brain):
             self.tb_writer.add_image(f"{tag}_spectrogram/{name}", image, step, dataformats="HWC")
 
     # ---- stage hooks ----------------------------------------------------
-    def on_stage_start(self, stage, epoch=None):
-        """Reset per-stage accumulators; new mixtures each training epoch."""
-        self.current_epoch = epoch or 0
+    def ensure_tensorboard(self):
+        """Create ``self.tensorboard`` / ``self.tb_writer`` once (None without ``use_tensorboard``)."""
         if not hasattr(self, "tensorboard"):
             # Built on every rank (its log_stats is a collective); the writer
             # itself exists on the main process only.
@@ -459,6 +475,11 @@ class EnhancementBrain(sb.Brain):
 
                 self.tensorboard = TensorboardLogger(self.hparams.tensorboard_folder)
                 self.tb_writer = self.tensorboard.writer
+
+    def on_stage_start(self, stage, epoch=None):
+        """Reset per-stage accumulators; new mixtures each training epoch."""
+        self.current_epoch = epoch or 0
+        self.ensure_tensorboard()
         if not hasattr(self, "metric_computer"):
             metrics = dict.fromkeys([*self.hparams.valid_metrics, *self.hparams.test_metrics])
             self.metric_computer = MetricComputer(
@@ -522,6 +543,9 @@ class EnhancementBrain(sb.Brain):
                 summary[f"{key}_{part}"] = float(finite.mean()) if finite.size else math.nan
                 if part == "estimate":
                     summary[f"{key}_failures"] = int(values.size - finite.size)
+        by_condition = summarize_by_condition(rows, metrics)
+        if by_condition:
+            summary["by_condition"] = by_condition
         self.test_summary = summary
         self.hparams.train_logger.log_stats(
             stats_meta={"Epoch loaded": self.hparams.epoch_counter.current},
@@ -532,6 +556,7 @@ class EnhancementBrain(sb.Brain):
         folder = Path(self.hparams.test_report_folder)
         fields = (
             ["id", "input_snr_db"]
+            + (["condition"] if by_condition else [])
             + [f"{k}_{p}" for k in metrics for p in ("mixture", "estimate", "delta")]
             + ["errors"]
         )
@@ -546,8 +571,38 @@ class EnhancementBrain(sb.Brain):
         atomic_write_text(folder / "results_table.md", table + "\n")
         print(f"\nTest set ({len(rows)} utterances, best {self.hparams.checkpoint_key} checkpoint)")
         print(table)
+        for condition, part in by_condition.items():
+            print(f"\n{condition} ({part['num_utterances']} utterances)")
+            print(format_results_table(part, metrics))
         print(f"Per-utterance results: {folder / 'per_utterance.csv'}")
         print(f"Examples (wavs + spectrogram PNGs): {folder / 'examples'}")
+
+
+def summarize_by_condition(rows, metrics) -> dict:
+    """Means of every metric part per ``condition`` of the rows (e.g. dry / reverberant speech).
+
+    Example
+    -------
+    >>> rows = [{"condition": "dry", "stoi_mixture": 0.6, "stoi_estimate": 0.8, "stoi_delta": 0.2},
+    ...         {"condition": "reverberant", "stoi_mixture": 0.5, "stoi_estimate": 0.5,
+    ...          "stoi_delta": 0.0}]
+    >>> summarize_by_condition(rows, ["stoi"])["dry"]["stoi_delta"]
+    0.2
+    """
+    groups = {}
+    for row in rows:
+        if row.get("condition") is not None:
+            groups.setdefault(row["condition"], []).append(row)
+    result = {}
+    for condition in sorted(groups):
+        part = {"num_utterances": len(groups[condition])}
+        for key in metrics:
+            for which in ("mixture", "estimate", "delta"):
+                values = np.array([r[f"{key}_{which}"] for r in groups[condition]], dtype=float)
+                finite = values[np.isfinite(values)]
+                part[f"{key}_{which}"] = float(finite.mean()) if finite.size else math.nan
+        result[condition] = part
+    return result
 
 
 def format_results_table(summary, metrics):

@@ -376,6 +376,14 @@ class OnTheFlyTripletDataset(PerItemSeededDataset):
         self._index_of = _speaker_indexer(self.speakers)
         self._names = _output_keys(CANONICAL_KEYS, keys)
 
+    def set_tir_db_range(self, tir_db_range) -> None:
+        """Draw the target-to-interferer ratio from ``tir_db_range`` (dB) from now on.
+
+        For a curriculum (:class:`custom_modules.tse_data.TirCurriculum`); like
+        :meth:`set_epoch`, call it before an epoch's DataLoader workers start.
+        """
+        self.maker.set_tir_db_range(tir_db_range)
+
     def __getitem__(self, index):
         item_id, seed = self.item_seed(index)
         signals, meta = self.maker.make(np.random.default_rng(seed), want_interferer=False)

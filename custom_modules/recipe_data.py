@@ -153,7 +153,12 @@ def prepare_enhancement_data(hparams):
 
 
 def fixed_set_dataset(manifest_path):
-    """A ``DynamicItemDataset`` over a fixed set: ``id``, ``mixture``, ``target``, ``snr_db``."""
+    """A ``DynamicItemDataset`` over a fixed set.
+
+    Output keys: ``id``, ``mixture``, ``target``, ``snr_db`` and ``condition``
+    ("reverberant" when the speech was convolved with a RIR, else "dry"; the
+    test report gives its figures per condition too).
+    """
     data = load_manifest(manifest_path)
 
     @takes("mixture", "target")
@@ -162,10 +167,16 @@ def fixed_set_dataset(manifest_path):
         yield torch.from_numpy(read_audio(mixture_path)[0])
         yield torch.from_numpy(read_audio(target_path)[0])
 
-    dataset = DynamicItemDataset(data, dynamic_items=[read_pair])
+    @takes("speech_rir")
+    @provides("condition")
+    def speech_condition(speech_rir):
+        return "dry" if speech_rir is None else "reverberant"
+
+    dataset = DynamicItemDataset(data, dynamic_items=[read_pair, speech_condition])
     dataset.set_output_keys(
-        {"id": "id", "mixture": "mixture_sig", "target": "target_sig", "snr_db": "snr_db"}
-    )
+        {"id": "id", "mixture": "mixture_sig", "target": "target_sig", "snr_db": "snr_db",
+         "condition": "condition"}
+    )  # fmt: skip
     return dataset
 
 

@@ -1,7 +1,9 @@
 """Data of two-speaker separation recipes: LibriSpeech mixtures, chunks, whole utterances.
 
-* :func:`prepare_separation_data`: LibriSpeech manifests and the train/valid/
-  test mixture sets, written once by
+* :func:`prepare_separation_data`: speech manifests (LibriSpeech, or a plain
+  corpus root ``speech/<speaker>/...`` whose speakers are split by
+  ``valid_ratio`` / ``test_ratio``) and the train/valid/test mixture sets,
+  written once by
   :func:`data_prepare.librispeech_mixtures.prepare_librispeech_mixtures`
   with the interferer saved (``s1`` = its target, ``s2`` = its interferer;
   the mixture is their exact sum, plus noise when ``noise`` is set), at
@@ -13,6 +15,7 @@
 
 Keys read by :func:`prepare_separation_data` and :func:`separation_datasets`:
 ``data_folder``, ``prep_folder``, ``skip_prep``, ``librispeech_splits``,
+``valid_ratio``, ``test_ratio``,
 ``num_train_mixtures``, ``num_valid_examples``, ``num_test_examples``,
 ``data_seed``, ``sample_rate``, ``loudness_lufs``, ``tir_db_range``,
 ``length_policy``, ``max_mixture_sec``, ``noise``, ``snr_db_range``,
@@ -40,7 +43,7 @@ def mixture_manifest(hparams, split) -> Path:
 
 
 def prepare_separation_data(hparams) -> dict:
-    """Write (once) the LibriSpeech two-speaker sets; run it through ``run_on_main``.
+    """Write (once) the two-speaker sets; run it through ``run_on_main``.
 
     Returns ``{split: manifest path}``.
     """
@@ -62,6 +65,8 @@ def prepare_separation_data(hparams) -> dict:
         snr_db_range=tuple(hparams["snr_db_range"]),
         save_interferer=True,
         splits=tuple(hparams["librispeech_splits"]),
+        valid_ratio=hparams["valid_ratio"],
+        test_ratio=hparams["test_ratio"],
         skip_prep=hparams["skip_prep"],
         num_workers=hparams["prep_workers"],
         progress=False,

@@ -286,6 +286,10 @@ class TripletMaker:
         self.peak_limit = None if peak_limit is None else float(peak_limit)
         self.meter = pyloudnorm.Meter(self.sr)
 
+    def set_tir_db_range(self, tir_db_range) -> None:
+        """Draw the target-to-interferer ratio from ``tir_db_range`` (dB) from now on."""
+        self.tir_db_range = _check_range(tir_db_range, "tir_db_range")
+
     # -- drawing ----------------------------------------------------------
 
     def _draw_utterances(self, rng):

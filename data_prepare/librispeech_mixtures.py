@@ -1,9 +1,12 @@
 """Target-speaker-extraction triplets from LibriSpeech (SpEx+; reused for 2-speaker separation).
 
-``prepare_librispeech_mixtures`` runs :func:`data_prepare.librispeech.prepare_librispeech`
-(speaker-disjoint ``speech_{train,valid,test}.json`` in ``save_folder``:
+``prepare_librispeech_mixtures`` runs :func:`prepare_speech_splits`
+(speaker-disjoint ``speech_{train,valid,test}.json`` in ``save_folder``; for
+LibriSpeech :func:`data_prepare.librispeech.prepare_librispeech`:
 ``train-clean-100`` for training, ``dev-clean`` speakers for validation,
-``test-clean`` speakers for test), then :func:`write_triplets` for each split
+``test-clean`` speakers for test; for a plain corpus root, ``speech/<speaker>/...``,
+:func:`data_prepare.plain.prepare_plain_speech`: speakers split by
+``valid_ratio`` / ``test_ratio``), then :func:`write_triplets` for each split
 into ``save_folder/triplets_{split}/``, and writes
 ``save_folder/train_speakers.json`` (the sorted training speakers that can be
 targets: the classes of the speaker-classification head). With ``noise``,
@@ -58,12 +61,14 @@ from custom_modules.triplets import SpeakerPool
 from data_prepare._triplet_writer import SUBTYPES, triplet_file, write_triplets
 from data_prepare.common import CLI_ERRORS, add_force_and_verbose, cli_error_exit
 from data_prepare.librispeech import prepare_librispeech
+from data_prepare.plain import is_plain_root, prepare_plain_speech
 
 __all__ = [
     "OnTheFlyTripletDataset",
     "check_speaker_disjoint",
     "main",
     "prepare_librispeech_mixtures",
+    "prepare_speech_splits",
     "triplet_file",
     "write_triplets",
 ]
@@ -104,6 +109,46 @@ def _prepare_noise(source, data_folder, noise_folder, seed, sr, num_workers, for
     return {split: paths[("noise", split)] for split in SPLITS}
 
 
+def prepare_speech_splits(
+    data_folder,
+    save_folder,
+    splits=("train-clean-100", "dev-clean", "test-clean"),
+    valid_ratio=0.1,
+    test_ratio=0.1,
+    seed=1234,
+    sample_rate=16000,
+    num_workers=None,
+    skip_prep=False,
+    force=False,
+) -> dict:
+    """Speaker-disjoint speech manifests ``{split: path}`` of LibriSpeech or a plain corpus root.
+
+    The layout decides: a ``speech/`` folder in ``data_folder`` is a plain
+    corpus root (:func:`data_prepare.plain.prepare_plain_speech`: speakers
+    split by ``valid_ratio`` / ``test_ratio``; ``splits`` is not used);
+    anything else is read as LibriSpeech
+    (:func:`data_prepare.librispeech.prepare_librispeech`: the official
+    ``splits``; the ratios carve valid/test speakers out of training only
+    when no ``dev-*`` / ``test-*`` split is listed). Both write
+    ``speech_{train,valid,test}.json`` (entries with ``speaker``) into
+    ``save_folder``.
+    """
+    common = dict(
+        valid_ratio=valid_ratio,
+        test_ratio=test_ratio,
+        seed=seed,
+        sample_rate=sample_rate,
+        num_workers=num_workers,
+        skip_prep=skip_prep,
+        force=force,
+    )
+    if is_plain_root(data_folder):
+        paths = prepare_plain_speech(data_folder, save_folder, **common)
+    else:
+        paths = prepare_librispeech(data_folder, save_folder, splits=splits, **common)
+    return {split: paths[("speech", split)] for split in SPLITS}
+
+
 def prepare_librispeech_mixtures(
     data_folder,
     save_folder,
@@ -126,13 +171,16 @@ def prepare_librispeech_mixtures(
     progress=True,
     subtype="FLOAT",
     force=False,
+    valid_ratio=0.1,
+    test_ratio=0.1,
 ) -> dict:
     """LibriSpeech manifests, then train/valid/test triplet sets (see module docstring).
 
     Arguments
     ---------
     data_folder : str or Path
-        Folder holding ``LibriSpeech/`` (and ``musan/`` or a DNS layout for noise).
+        Folder holding ``LibriSpeech/`` (and ``musan/`` or a DNS layout for
+        noise), or a plain corpus root (``speech/<speaker>/...``).
     save_folder : str or Path
         Output: ``speech_*.json``, ``triplets_{split}/``, ``train_speakers.json``
         and ``noise/``.
@@ -149,6 +197,9 @@ def prepare_librispeech_mixtures(
         Target-to-noise loudness ratio range with ``noise``, dB.
     splits : tuple of str
         LibriSpeech splits given to ``prepare_librispeech``.
+    valid_ratio, test_ratio : float
+        Fractions of the speakers of a plain corpus root for validation and
+        test (LibriSpeech: only when ``splits`` has no ``dev-*`` / ``test-*``).
     skip_prep : bool
         Do nothing; return the manifest paths.
     num_workers : int
@@ -177,17 +228,17 @@ def prepare_librispeech_mixtures(
         noise = "musan"
     if noise and noise not in NOISE_SOURCES:
         raise ValueError(f"noise must be False, True, or one of {NOISE_SOURCES}, got {noise!r}")
-    speech = prepare_librispeech(
+    speech = prepare_speech_splits(
         data_folder,
         save_folder,
         splits=splits,
+        valid_ratio=valid_ratio,
+        test_ratio=test_ratio,
         seed=seed,
         sample_rate=sr,
         num_workers=num_workers,
-        skip_prep=False,
         force=force,
     )
-    speech = {split: speech[("speech", split)] for split in SPLITS}
     pools = {
         split: SpeakerPool.from_manifest(speech[split], sr=sr) for split in SPLITS if counts[split]
     }
@@ -252,7 +303,11 @@ def main(argv=None) -> dict:
         description="Write SpEx+ triplets (mix, reference, target) from LibriSpeech.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--data_folder", required=True, help="folder holding LibriSpeech/")
+    parser.add_argument(
+        "--data_folder",
+        required=True,
+        help="folder holding LibriSpeech/, or a plain corpus root (speech/<speaker>/...)",
+    )
     parser.add_argument("--save_folder", required=True, help="output folder")
     parser.add_argument("--num_train", type=int, default=20000, help="training triplets")
     parser.add_argument("--num_valid", type=int, default=5000, help="validation triplets")
@@ -292,6 +347,10 @@ def main(argv=None) -> dict:
         default=["train-clean-100", "dev-clean", "test-clean"],
         help="LibriSpeech splits",
     )
+    for name in ("valid_ratio", "test_ratio"):
+        parser.add_argument(
+            f"--{name}", type=float, default=0.1, help="fraction of a plain root's speakers"
+        )
     parser.add_argument("--num_workers", type=int, default=1, help="writer processes")
     parser.add_argument(
         "--subtype",

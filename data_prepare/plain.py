@@ -12,6 +12,9 @@ out speechocean762, Mini LibriSpeech and RIRS_NOISES this way)::
 
 ``extra_noise_folders`` and ``extra_rir_folders`` add any folders of noise and
 RIR files (searched recursively, used in place, manifest paths absolute).
+:func:`prepare_plain_speech` writes the speech manifests alone (the same
+speaker split; noise and RIRs not read), for the target-speaker-extraction and
+separation recipes.
 
 Splits
 ------
@@ -485,6 +488,50 @@ def prepare_plain(
         skip_prep,
         force,
     )
+
+
+def prepare_plain_speech(
+    data_folder,
+    save_folder,
+    valid_ratio=0.1,
+    test_ratio=0.1,
+    seed=1234,
+    sample_rate=16000,
+    num_workers=None,
+    skip_prep=False,
+    force=False,
+) -> dict:
+    """Speaker-disjoint ``speech_{train,valid,test}.json`` of a plain corpus root, speech only.
+
+    For recipes that need speakers and nothing else (target speaker
+    extraction, two-speaker separation): the files of ``speech/`` with their
+    speakers (:func:`speech_items`: the first folder, or ``MANIFEST.tsv``)
+    are split by speaker with :func:`assign_splits`, which is the speech
+    split :func:`prepare_plain` makes with the same ratios and seed (and no
+    babble speakers). ``noise/`` and ``rir/`` are not read. Options record
+    ``prep_options_plain_speech.json``, report ``bad_files_plain_speech.tsv``.
+
+    Returns
+    -------
+    dict
+        ``{("speech", split): manifest_path}``.
+    """
+    job = PrepJob(
+        "plain_speech", data_folder, save_folder, ("speech",), "prepare_plain_speech",
+        valid_ratio=valid_ratio, test_ratio=test_ratio, seed=seed, sample_rate=sample_rate,
+    )  # fmt: skip
+    if not skip_prep and not is_plain_root(job.data_root):
+        raise FileNotFoundError(
+            f"not a plain corpus root: {job.data_root / 'speech'} is not a folder "
+            "(expected speech/<speaker>/...)"
+        )
+
+    def collect_items():
+        items = speech_items(job.data_root, exclude=[job.save_folder])
+        assign_splits(items, valid_ratio, test_ratio, int(seed))
+        return items
+
+    return job.execute(collect_items, num_workers, skip_prep, force)
 
 
 def main(argv=None):

@@ -349,6 +349,8 @@ def test_prepared_8khz_sets_sum_to_the_mixture(real_audio_dir, tmp_path):
         "prep_folder": tmp_path / "prep",
         "skip_prep": False,
         "librispeech_splits": ["train-clean-100", "dev-clean", "test-clean"],
+        "valid_ratio": 0.1,
+        "test_ratio": 0.1,
         "num_train_mixtures": 3,
         "num_valid_examples": 2,
         "num_test_examples": 2,

@@ -10,8 +10,14 @@ Usage::
 * The run is the one the YAML and its overrides designate (its
   ``output_folder``, as for training); its best checkpoint by
   ``checkpoint_key`` (validation SI-SDR) is loaded. The model is rebuilt with
-  the ``num_speakers`` the run recorded in its ``hyperparams.yaml``.
-  ``--data_folder`` is not needed (nothing is prepared).
+  the ``num_speakers`` and the model sizes (``MODEL_KEYS``, e.g. a width
+  ablation's ``--hidden_channels``) the run recorded in its
+  ``hyperparams.yaml``. ``--data_folder`` is not needed (nothing is prepared).
+* The YAML's ``test_metrics`` decide what is scored: with ``si_snr_zero_ref``
+  / ``si_snr_other_ref`` (on in the recipe YAMLs) every mixture is also
+  extracted with an all-zero reference / the reference of another triplet
+  (``custom_modules/tse.py``), reported next to the normal SI-SDR(i).
+  ``--test_metrics "[si_snr, pesq]"`` leaves them out.
 * The custom directory holds ``mix/<ID>-mixed.wav``, ``refs/<ID>-ref.wav``
   and ``targets/<ID>-target.wav`` (see ``custom_modules.datasets.CustomDirDataset``;
   files at another rate are resampled on load). Targets are needed to score;
@@ -31,6 +37,7 @@ import argparse
 import csv
 import importlib.util
 import io
+import json
 import sys
 from pathlib import Path
 
@@ -81,15 +88,35 @@ def resolved_tree(hparams_file, overrides):
         return YAML().load(resolve_references(fin, overrides).getvalue())
 
 
-def run_num_speakers(output_folder):
-    """``num_speakers`` recorded by the training run in ``<output_folder>/hyperparams.yaml``."""
+# Top-level YAML keys of the model's size: the run's recorded values rebuild its model.
+MODEL_KEYS = (
+    "num_filters",
+    "encoder_kernel_sizes",
+    "bottleneck_channels",
+    "hidden_channels",
+    "embedding_dim",
+    "speaker_hidden_channels",
+    "speaker_block_channels",
+    "num_stacks",
+    "blocks_per_stack",
+    "tcn_kernel_size",
+)
+
+
+def run_model_hparams(output_folder):
+    """``num_speakers`` and the ``MODEL_KEYS`` recorded in ``<output_folder>/hyperparams.yaml``.
+
+    Runs older than the top-level model keys record only ``num_speakers``.
+    """
     recorded = Path(output_folder) / "hyperparams.yaml"
     if not recorded.is_file():
         raise FileNotFoundError(
             f"{recorded} not found: {output_folder} is not the output folder of a training "
             "run (pass the run's --output_folder and the overrides used for training)"
         )
-    return int(YAML().load(recorded.read_text(encoding="utf-8"))["num_speakers"])
+    tree = YAML().load(recorded.read_text(encoding="utf-8"))  # keeps the !new: tags unbuilt
+    values = {key: json.loads(json.dumps(tree[key])) for key in MODEL_KEYS if key in tree}
+    return {"num_speakers": int(tree["num_speakers"]), **values}
 
 
 def write_chunked_report(folder, rows, summary):
@@ -125,10 +152,12 @@ def main(argv=None):
 
     tree = resolved_tree(hparams_file, overrides)
     output_folder = Path(tree["output_folder"])
-    num_speakers = run_num_speakers(output_folder)
+    recorded = run_model_hparams(output_folder)
+    for key, value in recorded.items():  # the run's model, unless the command line says otherwise
+        if key == "num_speakers" or key not in overrides:
+            overrides[key] = value
     report = Path(args.report_folder or output_folder / "custom_test" / test_dir.name).resolve()
     overrides.update(
-        num_speakers=num_speakers,
         test_report_folder=str(report),
         train_log=str(report / "test_log.txt"),  # the run's train_log.txt is left alone
         use_tensorboard=False,

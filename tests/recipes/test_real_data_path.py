@@ -5,10 +5,15 @@ fixture) with the real noises of ``../shared/audio`` as an extra folder, the
 corpus' own noise and RIR files held out for the test set, and a little
 generated babble, synthetic noise and simulated rooms: the path
 ``make demo-real`` takes, in debug mode (a few batches).
+
+The triplet recipes (SpEx+, the path of ``make demo-real-tse``, and
+Conv-TasNet) draw their speakers from the same plain layout: speaker-disjoint
+splits by ratio, in debug mode, with the SpEx+ diagnostics.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -59,3 +64,71 @@ def test_recipe_trains_on_the_real_corpus(
         assert {segment["path"] for segment in entry["noise"]} <= held_out
     summary = json.loads(next(output.rglob("summary.json")).read_text())
     assert summary["num_utterances"] >= 1
+
+
+# The triplet recipes draw their speakers from the plain layout (no noise, no RIRs): the
+# subset's 8 speakers split 4 / 2 / 2, so every split has a target and an interferer.
+TRIPLET_CONFIGS = {
+    "spex_plus_onthefly": ("spex_plus", "spex_plus_cpu.yaml", [
+        "--tir_curriculum_fraction", "0.5", "--speaker_pretrain_steps", "2",
+        "--log_every_n_steps", "1",
+    ]),
+    "spex_plus_fixed": ("spex_plus", "spex_plus_cpu.yaml", [
+        "--train_mode", "fixed", "--lr_policy", "warmup_cosine", "--lr_warmup_steps", "2",
+    ]),
+    "conv_tasnet": ("conv_tasnet", "convtasnet_cpu.yaml", []),
+}  # fmt: skip
+
+
+def _manifest_tsv_speakers(root):
+    with open(root / "MANIFEST.tsv", encoding="utf-8", newline="") as handle:
+        return {row["file"]: row["speaker"] for row in csv.DictReader(handle, delimiter="\t")}
+
+
+@pytest.mark.parametrize("config", sorted(TRIPLET_CONFIGS))
+def test_triplet_recipes_train_on_real_speakers(config, real_corpus_subset, tmp_path):
+    recipe, yaml_name, extra = TRIPLET_CONFIGS[config]
+    output = tmp_path / "run"
+    extra = ["--valid_ratio", "0.25", "--test_ratio", "0.25", *extra]
+    proc = run_recipe(
+        RECIPES / recipe / "train.py",
+        RECIPES / recipe / "hparams" / yaml_name,
+        real_corpus_subset,
+        output,
+        extra,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    # Speaker-disjoint splits of the corpus' speakers (MANIFEST.tsv names them).
+    speech = output / "prepared" / ("speech" if recipe == "spex_plus" else "")
+    speakers = {
+        split: {e["speaker"] for e in load_manifest(speech / f"speech_{split}.json").values()}
+        for split in ("train", "valid", "test")
+    }
+    assert [len(speakers[s]) for s in ("train", "valid", "test")] == [4, 2, 2], speakers
+    assert set.union(*speakers.values()) <= set(_manifest_tsv_speakers(real_corpus_subset).values())
+    test_set = load_manifest(output / "prepared" / "triplets_test" / "manifest.json")
+    for entry in test_set.values():
+        assert entry["target_speaker"] in speakers["test"]
+        assert entry["interferer_speaker"] in speakers["test"]
+    summary = json.loads((output / "test_report" / "summary.json").read_text())
+    assert summary["num_utterances"] >= 1
+    if recipe == "spex_plus":
+        train_log = (output / "train_log.txt").read_text()
+        assert "train speaker_acc" in train_log, train_log
+        for check in ("si_snr_zero_ref", "si_snr_other_ref"):
+            assert f"{check}_delta" in summary, summary
+        if config == "spex_plus_onthefly":
+            assert "speaker pretraining steps: 2" in train_log and "tir_db_low: 5" in train_log
+        tags = _tensorboard_scalars(output / "tensorboard")
+        assert "speaker_acc/train" in tags, tags
+        if config == "spex_plus_onthefly":  # every step
+            assert "train_step/speaker_acc" in tags and "speaker_pretrain/ce" in tags, tags
+
+
+def _tensorboard_scalars(folder):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(next(folder.glob("events.out.*"))))
+    accumulator.Reload()
+    return accumulator.Tags()["scalars"]
