@@ -252,6 +252,10 @@ def load_test_set(folder, max_utterances=None) -> list:
                 "target": target,
                 "duration": mixture.size / SR,
                 "snr_db": None if snr is None else float(snr),
+                # The speech was reverberated (the target is then partially dereverberated).
+                "condition": None
+                if "speech_rir" not in entry
+                else ("dry" if entry["speech_rir"] is None else "reverberant"),
             }
         )
     return utterances
@@ -352,8 +356,25 @@ def _finite(value):
     return float(value) if value is not None and math.isfinite(value) else None
 
 
+def _means(rows) -> dict:
+    summary = {}
+    for key in METRICS:
+        for field in (key, f"{key}_delta"):
+            values = np.array([row[field] for row in rows], dtype=np.float64)
+            finite = values[np.isfinite(values)]
+            summary[field] = float(finite.mean()) if finite.size else math.nan
+        summary[f"{key}_failures"] = int(sum(not math.isfinite(row[key]) for row in rows))
+    return summary
+
+
 def score_systems(systems, utterances, num_workers: int) -> None:
-    """Per-utterance scores and deltas into ``systems[name]["per_utterance"]`` and means."""
+    """Per-utterance scores and deltas into ``systems[name]["per_utterance"]`` and means.
+
+    Means over the whole set in ``summary``, and per speech condition (dry or
+    reverberant, from the fixed set's metadata) in ``summary_by_condition``:
+    denoise-only peers keep the reverberation the recipes' targets partly
+    remove, so the split shows denoising and dereverberation apart.
+    """
     names = list(systems)
     targets = [utt["target"] for utt in utterances]
     ids = [utt["id"] for utt in utterances]
@@ -372,19 +393,29 @@ def score_systems(systems, utterances, num_workers: int) -> None:
                 if f"{key}_error" in record:
                     row[f"{key}_error"] = record[f"{key}_error"]
             rows.append(row)
-        summary = {}
-        for key in METRICS:
-            for field in (key, f"{key}_delta"):
-                values = np.array([row[field] for row in rows], dtype=np.float64)
-                finite = values[np.isfinite(values)]
-                summary[field] = float(finite.mean()) if finite.size else math.nan
-            summary[f"{key}_failures"] = int(sum(not math.isfinite(row[key]) for row in rows))
-        systems[name]["summary"] = summary
+        systems[name]["summary"] = _means(rows)
+        conditions = sorted({u["condition"] for u in utterances if u.get("condition")})
+        systems[name]["summary_by_condition"] = {
+            condition: {
+                "num_utterances": sum(u.get("condition") == condition for u in utterances),
+                **_means(
+                    [
+                        r
+                        for r, u in zip(rows, utterances, strict=True)
+                        if u.get("condition") == condition
+                    ]
+                ),
+            }
+            for condition in conditions
+        }
+        for row, utterance in zip(rows, utterances, strict=True):
+            if utterance.get("condition"):
+                row["condition"] = utterance["condition"]
         systems[name]["per_utterance"] = rows
 
 
-def format_table(systems) -> str:
-    """Markdown table of the per-system means."""
+def format_table(systems, condition=None) -> str:
+    """Markdown table of the per-system means (of one speech ``condition`` if given)."""
     header = ["system"]
     for key in METRICS:
         header += [LABELS[key], DELTA_LABELS[key]]
@@ -393,8 +424,11 @@ def format_table(systems) -> str:
     decimals = {"si_snr": 2, "stoi": 3, "pesq": 3}
     for name, system in systems.items():
         cells = [name]
+        summary = (
+            system["summary"] if condition is None else system["summary_by_condition"][condition]
+        )
         for key in METRICS:
-            value, delta = system["summary"][key], system["summary"][f"{key}_delta"]
+            value, delta = summary[key], summary[f"{key}_delta"]
             cells += [f"{value:.{decimals[key]}f}", f"{delta:+.{decimals[key]}f}"]
         rtf = system.get("rtf")
         cells.append("—" if rtf is None else f"{rtf:.4f}")
@@ -609,6 +643,10 @@ def _benchmark(args, argv, peer_names, notes) -> dict:
     table = format_table(systems)
     print()
     print(table)
+    by_condition = systems[MIXTURE].get("summary_by_condition", {})
+    for condition, part in by_condition.items():
+        print(f"\n{condition} speech only ({part['num_utterances']} utterances)")
+        print(format_table(systems, condition))
     for name, system in systems.items():
         delay = system.get("delay")
         if delay is not None and delay["samples"] is None:

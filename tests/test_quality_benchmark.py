@@ -179,6 +179,16 @@ def test_smoke_run_scores_mixture_and_run_and_writes_the_json(
             assert math.isfinite(system["summary"][key])
             assert math.isfinite(system["summary"][f"{key}_delta"])
             assert system["summary"][f"{key}_failures"] == 0
+    # Means per speech condition (dry / reverberant) cover every utterance once, and the
+    # condition is the recipe's (its per-utterance CSV has it too).
+    for system in report["systems"].values():
+        parts = system["summary_by_condition"]
+        assert set(parts) <= {"dry", "reverberant"} and parts
+        assert sum(part["num_utterances"] for part in parts.values()) == 2
+        for row in system["per_utterance"]:
+            part = parts[row["condition"]]
+            if part["num_utterances"] == 1:
+                assert part["stoi"] == pytest.approx(row["stoi"])
     model = report["systems"][names[1]]
     assert model["kind"] == "run" and model["model_class"] == "ComplexSpectralMapping"
     assert model["rtf"] > 0 and model["delay"]["compensated"] is False
@@ -189,6 +199,7 @@ def test_smoke_run_scores_mixture_and_run_and_writes_the_json(
         recipe = {row["id"]: row for row in csv.DictReader(handle)}
     for ours, mix in zip(model["per_utterance"], mixture["per_utterance"], strict=True):
         row = recipe[ours["id"]]
+        assert ours["condition"] == row["condition"]
         for key in ("si_snr", "stoi", "pesq"):
             assert ours[key] == pytest.approx(float(row[f"{key}_estimate"]), abs=2e-3)
             assert mix[key] == pytest.approx(float(row[f"{key}_mixture"]), abs=2e-3)
