@@ -20,8 +20,9 @@ every number stays in the YAML. Keys read: ``data_folder``, ``prep_folder``,
 ``noise_sampler``, ``rir_sampler``, ``mixer``, ``num_valid_examples``,
 ``num_test_examples``, ``valid_set_seed``, ``test_set_seed``, ``seed``,
 ``train_batches_per_epoch``, ``batch_size``, optionally ``eval_<key>`` for
-the ``EVAL_RANGE_KEYS`` and ``eval_noise_weighting`` (how the fixed sets draw
-noise files, see ``SignalSampler``), and, for a plain corpus root, ``PLAIN_CORPUS_KEYS``.
+the ``EVAL_RANGE_KEYS``, ``eval_noise_weighting`` (how the fixed sets draw
+noise files, see ``SignalSampler``), ``train_noise_mix`` (shares of the
+training noise by source: recorded, babble, synthetic...) and, for a plain corpus root, ``PLAIN_CORPUS_KEYS``.
 """
 
 from __future__ import annotations
@@ -95,6 +96,8 @@ def build_mixer(hparams, split):
     weighting = {}
     if split != "train" and "eval_noise_weighting" in hparams:
         weighting["weighting"] = hparams["eval_noise_weighting"]
+    if split == "train" and hparams.get("train_noise_mix"):
+        weighting["source_mix"] = hparams["train_noise_mix"]
     noise = hparams["noise_sampler"](
         split_manifest(hparams, "noise", split), data_root=root, crop_size_sec=crop, **weighting
     )

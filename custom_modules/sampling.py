@@ -293,6 +293,38 @@ def _manifest_entries(manifest_path, data_root, save_root, sr: int):
     return ids, paths, frames or None, entries
 
 
+def mix_by_source(weights, sources, source_mix: dict) -> np.ndarray:
+    """Per-file draw weights giving each kind of source its share (see ``SignalSampler``).
+
+    Example
+    -------
+    >>> w = mix_by_source([10.0, 30.0, 60.0], ["real", "generated/babble", "generated/babble"],
+    ...                   {"generated/babble": 0.25, "*": 0.75})
+    >>> [round(float(x), 3) for x in w / w.sum()]
+    [0.75, 0.083, 0.167]
+    """
+    weights = np.asarray(weights, dtype=np.float64)
+    if sources is None or len(sources) != len(weights):
+        raise ValueError("source_mix needs one source label per file (sources=)")
+    shares = {key: float(value) for key, value in source_mix.items()}
+    if any(value < 0 for value in shares.values()) or not any(shares.values()):
+        raise ValueError(f"source_mix shares must be >= 0 with a positive sum, got {source_mix}")
+    prefixes = sorted((k for k in shares if k != "*"), key=len, reverse=True)
+    kinds = []
+    for source in sources:
+        kind = next((k for k in prefixes if str(source).startswith(k)), "*")
+        kinds.append(kind if kind in shares else None)
+    present = {k for k in kinds if k is not None and shares[k] > 0}
+    if not present:
+        raise ValueError(f"source_mix {source_mix}: no file has a source it gives a share to")
+    total_share = sum(shares[k] for k in present)
+    mixed = np.zeros_like(weights)
+    for kind in present:
+        members = np.array([k == kind for k in kinds])
+        mixed[members] = weights[members] / weights[members].sum() * shares[kind] / total_share
+    return mixed
+
+
 class SignalSampler:
     """Random fixed-length crops of a set of mono audio files.
 
@@ -328,6 +360,16 @@ class SignalSampler:
         every second of the corpus equally likely; ``"file"``: every file
         equally likely (a fixed test set then measures each held-out noise
         recording alike, however long it is).
+    sources : list of str, optional
+        Source label of each file (the manifests' ``source`` field), for
+        ``source_mix``.
+    source_mix : dict, optional
+        Share of the draws per kind of source, e.g. ``{"generated/babble":
+        0.25, "generated/synthetic_noise": 0.25, "*": 0.5}``: a key is a
+        prefix of the source labels, ``"*"`` the files no other key matches
+        (files matching no key and no ``"*"`` are never drawn); within a kind
+        files are drawn by ``weighting``. Kinds without files are left out
+        and the shares renormalised. None (default): no mixing by source.
     max_bad_fraction : float
         Fraction of the files that may turn out unusable at read time before
         an error (module docstring); they are skipped until then.
@@ -355,6 +397,8 @@ class SignalSampler:
         max_attempts=50,
         weighting="duration",
         max_bad_fraction=0.1,
+        sources=None,
+        source_mix=None,
     ):
         self.paths = _as_path_list(paths, "SignalSampler")
         if weighting not in ("duration", "file"):
@@ -380,8 +424,13 @@ class SignalSampler:
         if len(self.ids) != len(self.paths):
             raise ValueError("ids must have one entry per path")
         # Inverse-CDF sampling: O(log n) per draw, proportional to length (or uniform).
-        weights = self.num_frames if weighting == "duration" else [1] * len(self.paths)
-        self._cumulative = np.cumsum(np.asarray(weights, dtype=np.float64))
+        weights = np.asarray(
+            self.num_frames if weighting == "duration" else [1] * len(self.paths), np.float64
+        )
+        self.source_mix = None if source_mix is None else dict(source_mix)
+        if self.source_mix is not None:
+            weights = mix_by_source(weights, sources, self.source_mix)
+        self._cumulative = np.cumsum(weights)
         self.rng = _make_rng(rng)
         self.bad = BadFiles(type(self).__name__, len(self.paths), max_bad_fraction)
 
@@ -411,7 +460,9 @@ class SignalSampler:
         (8000,)
         """
         sr = int(kwargs.pop("sr", 16000))
-        ids, paths, frames, _ = _manifest_entries(manifest_path, data_root, save_root, sr)
+        ids, paths, frames, entries = _manifest_entries(manifest_path, data_root, save_root, sr)
+        if kwargs.get("source_mix") is not None:
+            kwargs["sources"] = [entry.get("source", "") for entry in entries]
         return cls(paths, sr=sr, num_frames=frames, ids=ids, **kwargs)
 
     def reseed(self, seed) -> None:
@@ -430,6 +481,7 @@ class SignalSampler:
             "files_sha1": _files_digest(self.paths, self.num_frames),
             # Only when not the default, so that earlier fixed sets stay valid.
             **({"weighting": self.weighting} if self.weighting != "duration" else {}),
+            **({"source_mix": self.source_mix} if self.source_mix is not None else {}),
         }
 
     def _draw_file(self) -> int:

@@ -301,3 +301,29 @@ def test_file_weighting_draws_every_file_alike(tmp_path):
     assert "weighting" not in SignalSampler(paths, crop_size_sec=0.5).describe()
     with pytest.raises(ValueError, match="weighting"):
         SignalSampler(paths, crop_size_sec=0.5, weighting="speaker")
+
+
+def test_source_mix_gives_each_kind_of_noise_its_share(tmp_path):
+    rng = np.random.default_rng(0)
+    paths, sources = [], []
+    for i, (source, seconds) in enumerate(
+        [("recorded", 2.0), ("generated/babble", 10.0), ("generated/babble", 10.0),
+         ("generated/synthetic_noise", 10.0)]
+    ):  # fmt: skip
+        path = tmp_path / f"n{i}.wav"
+        sf.write(str(path), rng.normal(0, 0.1, int(seconds * 16000)), 16000)
+        paths.append(str(path))
+        sources.append(source)
+    mix = {"generated/babble": 0.25, "generated/synthetic_noise": 0.25, "*": 0.5}
+    sampler = SignalSampler(paths, crop_size_sec=0.5, rng=2, sources=sources, source_mix=mix)
+    draws = [sampler.sampler(return_info=True)[1]["segments"][0]["path"] for _ in range(800)]
+    share = {kind: sum(draws.count(p) for p, s in zip(paths, sources, strict=True) if s == kind)
+             / len(draws) for kind in set(sources)}  # fmt: skip
+    assert share["recorded"] == pytest.approx(0.5, abs=0.06)  # 2 s of 32 s, yet half the draws
+    assert share["generated/babble"] == pytest.approx(0.25, abs=0.05)
+    assert sampler.describe()["source_mix"] == mix
+    # A kind without files is left out and the others renormalised.
+    only = SignalSampler(paths[:1], crop_size_sec=0.5, sources=sources[:1], source_mix=mix)
+    assert only._cumulative[-1] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="one source label per file"):
+        SignalSampler(paths, crop_size_sec=0.5, source_mix=mix)
