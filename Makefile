@@ -80,7 +80,8 @@ demo-real:
 	fi
 	$(PY) recipes/unet_tcm/train.py recipes/unet_tcm/hparams/unet_cpu.yaml \
 		--data_folder $(REAL_CORPUS) --output_folder $(REAL_RESULTS) \
-		--max_train_minutes $(REAL_TRAIN_MINUTES) --number_of_epochs 1000 $(REAL_HELD_OUT)
+		--max_train_minutes $(REAL_TRAIN_MINUTES) --number_of_epochs 1000 --train_batches_per_epoch 200 \
+		$(REAL_HELD_OUT)
 
 # Train the CPU-size SpEx+ on the speakers of REAL_CORPUS (speech/<speaker>/...: speaker-disjoint
 # train/valid/test by valid_ratio/test_ratio) for REAL_TSE_TRAIN_MINUTES (data preparation and the
