@@ -22,10 +22,11 @@ REAL_TSE_ARGS ?=
 # With ../shared/real_corpus: its own noise/ and rir/ files are the held-out test material; the
 # real noises and RIRs of ../shared/audio train, two noises of them held out for validation.
 # Other roots use the YAML's held-out fractions.
-REAL_HELD_OUT ?= $(if $(and $(filter $(REAL_CORPUS_DIR),$(abspath $(REAL_CORPUS))),$(wildcard $(REAL_AUDIO_DIR)/noise)),\
-	--extra_noise_folders "[$(REAL_AUDIO_DIR)/noise]" --extra_rir_folders "[$(REAL_AUDIO_DIR)/rir]" \
+REAL_SHARED_HELD_OUT = --extra_noise_folders "[$(REAL_AUDIO_DIR)/noise]" --extra_rir_folders "[$(REAL_AUDIO_DIR)/rir]" \
 	--test_patterns "[noise/*, rir/*]" --noise_test_ratio 0 --rir_test_ratio 0 \
-	--valid_patterns '["*/sc_exercise_bike.wav", "*/tam_babble_single403a.wav"]' --noise_valid_ratio 0)
+	--valid_patterns '["*/sc_exercise_bike.wav", "*/tam_babble_single403a.wav"]' --noise_valid_ratio 0
+# (a variable of its own: the commas in these lists would split the arguments of $(if)).
+REAL_HELD_OUT ?= $(if $(and $(filter $(REAL_CORPUS_DIR),$(abspath $(REAL_CORPUS))),$(wildcard $(REAL_AUDIO_DIR)/noise)),$(REAL_SHARED_HELD_OUT))
 
 .PHONY: help venv test lint format demo demo-real demo-real-tse demo-corpus mixer-demo bench clean
 
