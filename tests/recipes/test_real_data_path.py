@@ -15,11 +15,17 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from custom_modules.files import load_manifest
 from tests.recipes.test_recipes import RECIPES, run_recipe
+
+REPO = Path(__file__).resolve().parents[2]
 
 CONFIGS = [
     ("unet_tcm", "unet_cpu.yaml"),
@@ -64,6 +70,30 @@ def test_recipe_trains_on_the_real_corpus(
         assert {segment["path"] for segment in entry["noise"]} <= held_out
     summary = json.loads(next(output.rglob("summary.json")).read_text())
     assert summary["num_utterances"] >= 1
+    if recipe == "unet_tcm":
+        check_training_fit(output, train_noise)
+
+
+def check_training_fit(run, train_noise):
+    """``python -m scripts.fit_check`` scores the run on mixtures of its training manifests."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "scripts.fit_check", "--run", str(run),
+         "--num_examples", "4"],
+        capture_output=True, text=True, cwd=REPO, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "| noise: " in proc.stdout
+    result = json.loads((run / "fit_check" / "fit_check.json").read_text())
+    assert result["num_examples"] == 4
+    mixtures = load_manifest(run / "fit_check" / "mixtures" / "manifest.json")
+    train_paths = {e["path"] for e in train_noise.values()}
+    for entry in mixtures.values():  # drawn from the training noise files only
+        assert {segment["path"] for segment in entry["noise"]} <= train_paths
+    kinds = {"recorded", "babble", "synthetic_noise"}
+    assert set(result["by_noise_source"]) <= kinds
+    assert sum(g["n"] for g in result["by_condition"].values()) == 4
+    for row in result["per_utterance"]:
+        assert np.isfinite(row["si_snr_delta"]) and row["noise_source"] in kinds
 
 
 # The triplet recipes draw their speakers from the plain layout (no noise, no RIRs): the
@@ -132,3 +162,12 @@ def _tensorboard_scalars(folder):
     accumulator = EventAccumulator(str(next(folder.glob("events.out.*"))))
     accumulator.Reload()
     return accumulator.Tags()["scalars"]
+
+
+def test_fit_check_helpers():
+    import doctest
+
+    import scripts.fit_check as fit_check
+
+    result = doctest.testmod(fit_check)
+    assert result.attempted >= 2 and result.failed == 0
