@@ -61,7 +61,7 @@ demo-corpus:
 	$(PY) -m data_prepare.demo --out $(DEMO_DATA)
 
 mixer-demo: demo-corpus
-	$(PY) -m custom_modules.mixer_demo --data_folder $(DEMO_DATA) --out results/mixer_demo
+	$(PY) -m custom_modules.data.mixer_demo --data_folder $(DEMO_DATA) --out results/mixer_demo
 
 # Generate the demo corpus if missing, train the CPU-size UNet-TCM for a bounded time
 # (max_train_minutes in the YAML), test the best-STOI checkpoint and print the table.

@@ -35,7 +35,7 @@ if not __package__:
     # package, so look up modules from the repository root instead.
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from custom_modules.files import atomic_write_json
+from custom_modules.audio.files import atomic_write_json
 from data_prepare.dns import prepare_dns
 from data_prepare.folder import prepare_folder
 
@@ -99,7 +99,7 @@ def main(argv=None):
     # One-time imports (seconds for scipy.signal) are not per-file work.
     import scipy.signal  # noqa: F401
 
-    import custom_modules.rir  # noqa: F401
+    import custom_modules.audio.rir  # noqa: F401
 
     tmp = Path(tempfile.mkdtemp(prefix="sbe_prep_bench_"))
     try:

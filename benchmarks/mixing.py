@@ -41,8 +41,8 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from custom_modules.mixing import RandomMixtureSampler  # noqa: E402
-from custom_modules.sampling import RirSampler, SignalSampler  # noqa: E402
+from custom_modules.data.mixing import RandomMixtureSampler  # noqa: E402
+from custom_modules.data.sampling import RirSampler, SignalSampler  # noqa: E402
 
 SR = 16000
 

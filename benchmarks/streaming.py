@@ -45,7 +45,7 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from custom_modules.complexity import load_recipe_model, macs_per_second  # noqa: E402
+from custom_modules.evaluation.complexity import load_recipe_model, macs_per_second  # noqa: E402
 from custom_modules.streaming import StreamingEnhancer  # noqa: E402
 from custom_modules.streaming.engine import BACKENDS  # noqa: E402
 from custom_modules.streaming.export import export_model  # noqa: E402

@@ -25,7 +25,7 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from custom_modules.run_loading import load_run  # noqa: E402
+from custom_modules.inference.run_loading import load_run  # noqa: E402
 from custom_modules.streaming import StreamingEnhancer  # noqa: E402
 from custom_modules.streaming.engine import BACKENDS  # noqa: E402
 from tests.test_streaming import (  # noqa: E402

@@ -65,9 +65,9 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from custom_modules.audio import eval_rms_db, gain_to_mult
-from custom_modules.files import atomic_write_json, read_json, write_audio
-from custom_modules.sampling import derive_seed_sequences
+from custom_modules.audio.files import atomic_write_json, read_json, write_audio
+from custom_modules.audio.levels import eval_rms_db, gain_to_mult
+from custom_modules.data.sampling import derive_seed_sequences
 from data_prepare.common import (
     AudioItem,
     PrepJob,
@@ -252,7 +252,7 @@ class TrainingMaterial:
             return cache[path]
 
         def make_one(_, rng):
-            from data_prepare._demo_noise import mix_babble
+            from data_prepare.demo.noise import mix_babble
 
             talkers = int(rng.integers(low, high + 1))
             chosen = rng.choice(len(speakers), size=talkers, replace=talkers > len(speakers))
@@ -268,7 +268,7 @@ class TrainingMaterial:
 
     def synthetic_noise(self) -> list:
         """Synthetic noise files, the kinds cycled."""
-        from data_prepare._demo_noise import GENERATORS, synthesize_noise
+        from data_prepare.demo.noise import GENERATORS, synthesize_noise
 
         kinds = sorted(GENERATORS)
         count = int(self.options["num_synthetic_noise_files"])
@@ -281,7 +281,7 @@ class TrainingMaterial:
 
     def simulated_rirs(self) -> list:
         """Simulated shoebox RIRs (one source, one microphone per room)."""
-        from data_prepare._demo_rooms import calibrated_room_rirs, draw_room
+        from data_prepare.demo.rooms import calibrated_room_rirs, draw_room
 
         count = int(self.options["num_simulated_rirs"])
         rt60_range = tuple(float(v) for v in self.options["simulated_rt60_range"])

@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from a clone
 
 from benchmarks.machine import cpu_model, load_average  # noqa: E402
-from custom_modules.files import atomic_write_json, atomic_write_text  # noqa: E402
+from custom_modules.audio.files import atomic_write_json, atomic_write_text  # noqa: E402
 
 METRICS = ("si_snr", "stoi", "pesq")
 

@@ -1,4 +1,4 @@
-"""Levels, gains, SNRs and mixing of custom_modules.audio: exact to 1e-12 dB."""
+"""Levels, gains, SNRs and mixing of custom_modules.audio.levels: exact to 1e-12 dB."""
 
 import math
 import warnings
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from custom_modules.audio import (
+from custom_modules.audio.levels import (
     apply_gain,
     eval_mean_square,
     eval_rms_db,

@@ -9,9 +9,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from custom_modules import corruption as corruption_module
-from custom_modules.audio import eval_rms_db
-from custom_modules.corruption import (
+from custom_modules.audio.levels import eval_rms_db
+from custom_modules.data import corruption as corruption_module
+from custom_modules.data.corruption import (
     StftCorruptedDataset,
     StftCorruption,
     item_seed,

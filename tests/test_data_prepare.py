@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from custom_modules.files import load_manifest, read_json
+from custom_modules.audio.files import load_manifest, read_json
 from data_prepare import common
 from data_prepare.common import make_id, speaker_from_name, split_by_group, unique_ids
 from data_prepare.dns import prepare_dns

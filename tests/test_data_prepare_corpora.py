@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from custom_modules.files import load_manifest, read_json
+from custom_modules.audio.files import load_manifest, read_json
 from data_prepare.folder import prepare_folder
 from data_prepare.librispeech import prepare_librispeech
 from data_prepare.musan import prepare_musan

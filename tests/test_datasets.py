@@ -1,4 +1,4 @@
-"""Tests of custom_modules.datasets: CustomDirDataset and triplet_dataset."""
+"""Tests of custom_modules.data.datasets: CustomDirDataset and triplet_dataset."""
 
 import json
 
@@ -8,10 +8,10 @@ import soundfile as sf
 import torch
 from speechbrain.dataio.batch import PaddedBatch
 
-from custom_modules.datasets import CustomDirDataset, load_resampled, triplet_dataset
-from custom_modules.files import atomic_write_json, load_manifest
-from custom_modules.loudness import integrated_loudness
-from data_prepare.librispeech_mixtures import write_triplets
+from custom_modules.audio.files import atomic_write_json, load_manifest
+from custom_modules.audio.loudness import integrated_loudness
+from custom_modules.data.datasets import CustomDirDataset, load_resampled, triplet_dataset
+from custom_modules.data.librispeech_mixtures import write_triplets
 
 SR = 16000
 

@@ -8,8 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from custom_modules import wsdr as wsdr_module
-from custom_modules.metrics import si_snr
+from custom_modules.evaluation import wsdr as wsdr_module
+from custom_modules.evaluation.metrics import si_snr
+from custom_modules.evaluation.wsdr import WeightedSDRLoss, WSDRMetricMixin, wsdr_loss, wsdr_score
 from custom_modules.models import dcunet as dcunet_module
 from custom_modules.models.dcunet import (
     DCUNET_ARCHITECTURES,
@@ -21,7 +22,6 @@ from custom_modules.models.dcunet import (
     from_stacked,
     to_stacked,
 )
-from custom_modules.wsdr import WeightedSDRLoss, WSDRMetricMixin, wsdr_loss, wsdr_score
 
 SR = 16000
 TINY_LAYERS = [(4, (7, 5), (2, 2)), (8, (5, 3), (2, 2))]

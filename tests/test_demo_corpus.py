@@ -17,12 +17,12 @@ import soundfile as sf
 from pyroomacoustics.experimental import measure_rt60
 from scipy.signal import welch
 
-from custom_modules.files import load_manifest, read_json
-from data_prepare import demo
-from data_prepare._demo_noise import NOISE_KINDS, mix_babble, synthesize_noise
-from data_prepare._demo_speech import EspeakNotFoundError, draw_voice_profiles
-from data_prepare._demo_tasks import run_task
-from data_prepare._demo_text import make_sentence, make_transcript
+from custom_modules.audio.files import load_manifest, read_json
+from data_prepare.demo import corpus as demo
+from data_prepare.demo.noise import NOISE_KINDS, mix_babble, synthesize_noise
+from data_prepare.demo.speech import EspeakNotFoundError, draw_voice_profiles
+from data_prepare.demo.tasks import run_task
+from data_prepare.demo.text import make_sentence, make_transcript
 
 HAS_ESPEAK = shutil.which("espeak-ng") is not None
 needs_espeak = pytest.mark.skipif(

@@ -1,4 +1,4 @@
-"""Tests of the inference CLI: custom_modules.enhance, .chunked_audio and .run_loading.
+"""Tests of the inference CLI: custom_modules.inference.enhance, .chunked_audio and .run_loading.
 
 A run folder is built at test time the way ``recipes/unet_tcm/train.py``
 leaves it: ``hyperparams.yaml`` resolved from the recipe's ``unet_cpu.yaml``
@@ -19,8 +19,9 @@ import torch
 from hyperpyyaml import load_hyperpyyaml, resolve_references
 from scipy.signal import resample_poly
 
-from custom_modules.chunked_audio import ResampledReader, enhance_in_chunks
-from custom_modules.enhance import (
+from custom_modules.audio.files import AudioFileError
+from custom_modules.inference.chunked_audio import ResampledReader, enhance_in_chunks
+from custom_modules.inference.enhance import (
     PEAK_LIMIT,
     RECEPTIVE_MARGIN_SEC,
     check_waveform_model,
@@ -30,8 +31,7 @@ from custom_modules.enhance import (
     model_memory_seconds,
     model_processor,
 )
-from custom_modules.files import AudioFileError
-from custom_modules.run_loading import RunFolderError, load_run
+from custom_modules.inference.run_loading import RunFolderError, load_run
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE_YAML = REPO / "recipes" / "unet_tcm" / "hparams" / "unet_cpu.yaml"
@@ -418,7 +418,7 @@ def test_cli_subprocess_on_real_speech(run_folder, real_audio_dir, tmp_path):
         [
             sys.executable,
             "-m",
-            "custom_modules.enhance",
+            "custom_modules.inference.enhance",
             "--run",
             str(run_folder[0]),
             "--input",

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from custom_modules.files import (
+from custom_modules.audio.files import (
     AudioFileError,
     atomic_write_json,
     load_manifest,

@@ -1,4 +1,4 @@
-"""Tests of the SpEx+ triplet writer (data_prepare.librispeech_mixtures) and triplet drawing.
+"""Tests of the SpEx+ triplet writer (custom_modules.data.librispeech_mixtures) and triplet drawing.
 
 A LibriSpeech-layout corpus of synthetic voiced "speech" (harmonic tones with
 syllable-rate envelopes and pauses, at random levels) is generated in a
@@ -15,16 +15,16 @@ import soundfile as sf
 import torch
 from speechbrain.dataio.batch import PaddedBatch
 
-from custom_modules.files import atomic_write_json, load_manifest
-from custom_modules.loudness import integrated_loudness, normalize_loudness
-from custom_modules.triplets import SpeakerPool, TripletMaker
-from data_prepare.librispeech_mixtures import (
+from custom_modules.audio.files import atomic_write_json, load_manifest
+from custom_modules.audio.loudness import integrated_loudness, normalize_loudness
+from custom_modules.data.librispeech_mixtures import (
     OnTheFlyTripletDataset,
     main,
     prepare_librispeech_mixtures,
     triplet_file,
     write_triplets,
 )
+from custom_modules.data.triplets import SpeakerPool, TripletMaker
 
 SR = 16000
 METER = pyloudnorm.Meter(SR)

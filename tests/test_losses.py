@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from custom_modules.losses import NegativeSISDR, SpectralLoss, WeightedLoss
+from custom_modules.training.losses import NegativeSISDR, SpectralLoss, WeightedLoss
 
 
 def randn(*shape, seed=0):

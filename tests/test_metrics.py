@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from custom_modules.files import read_audio
-from custom_modules.metrics import (
+from custom_modules.audio.files import read_audio
+from custom_modules.evaluation.metrics import (
     MetricComputer,
     MetricError,
     compute_metrics,

@@ -1,4 +1,4 @@
-"""Tests of custom_modules.mixing: mixer invariants, seeding, fixed sets, Dataset."""
+"""Tests of custom_modules.data.mixing: mixer invariants, seeding, fixed sets, Dataset."""
 
 import io
 import json
@@ -10,17 +10,17 @@ import scipy.io.wavfile
 import soundfile as sf
 import torch
 
-from custom_modules._mixing_sets import float_wav_bytes
-from custom_modules.audio import eval_rms_db, eval_snr
-from custom_modules.files import load_manifest
-from custom_modules.mixing import (
+from custom_modules.audio.files import load_manifest
+from custom_modules.audio.levels import eval_rms_db, eval_snr
+from custom_modules.audio.rir import convolve_same_length, decay_rir, early_rir
+from custom_modules.data.fixed_sets import float_wav_bytes
+from custom_modules.data.mixing import (
     OnTheFlyDataset,
     RandomMixtureSampler,
     fixed_set_digest,
     write_fixed_set,
 )
-from custom_modules.rir import convolve_same_length, decay_rir, early_rir
-from custom_modules.sampling import RirSampler, SignalSampler
+from custom_modules.data.sampling import RirSampler, SignalSampler
 
 SR = 16000
 CROP_SEC = 0.25
@@ -133,7 +133,7 @@ def test_realised_snr_and_levels_equal_sampled(corpus, reverb_target):
 
 
 def test_targets_follow_the_rir_definitions(corpus):
-    """Each target type against the reference functions of custom_modules.rir."""
+    """Each target type against the reference functions of custom_modules.audio.rir."""
     for reverb_target in ("dry", "early", "decay", "reverberant"):
         mixer = make_mixer(corpus, prob_rir_sig=1.0, reverb_target=reverb_target, rng=7)
         for _ in range(4):

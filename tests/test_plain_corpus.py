@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from custom_modules.files import load_manifest
+from custom_modules.audio.files import load_manifest
 from data_prepare.plain import is_plain_root, prepare_plain
 
 SR = 16000

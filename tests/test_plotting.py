@@ -1,9 +1,9 @@
-"""Spectrogram figures of custom_modules.plotting."""
+"""Spectrogram figures of custom_modules.evaluation.plotting."""
 
 import numpy as np
 import pytest
 
-from custom_modules.plotting import (
+from custom_modules.evaluation.plotting import (
     _spectrogram_figure,
     log_spectrogram_db,
     save_spectrograms_png,

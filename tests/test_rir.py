@@ -1,4 +1,4 @@
-"""RIR utilities of custom_modules.rir: RT60 estimation, decay, early part, convolution, plot."""
+"""RIR utilities of custom_modules.audio.rir: RT60 estimation, decay, early part, convolution, plot."""
 
 import numpy as np
 import pyroomacoustics as pra
@@ -7,7 +7,7 @@ import soundfile as sf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from custom_modules.rir import (
+from custom_modules.audio.rir import (
     convolve_same_length,
     decay_fit_range,
     decay_rir,

@@ -1,4 +1,4 @@
-"""Tests of custom_modules.sampling (crops of files, RIRs, error policies)."""
+"""Tests of custom_modules.data.sampling (crops of files, RIRs, error policies)."""
 
 import json
 import time
@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from custom_modules import sampling
-from custom_modules.audio import eval_rms_db
-from custom_modules.files import AudioFileError
-from custom_modules.sampling import RirSampler, SignalSampler, derive_seed_sequences
+from custom_modules.audio.files import AudioFileError
+from custom_modules.audio.levels import eval_rms_db
+from custom_modules.data import sampling
+from custom_modules.data.sampling import RirSampler, SignalSampler, derive_seed_sequences
 
 SR = 16000
 

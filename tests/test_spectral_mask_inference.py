@@ -22,7 +22,7 @@ import soundfile as sf
 import torch
 from ruamel.yaml import YAML
 
-from custom_modules.recipe_data import PLAIN_CORPUS_KEYS
+from custom_modules.data.recipe_data import PLAIN_CORPUS_KEYS
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "spectral_mask"
@@ -118,7 +118,7 @@ def trained_run(tmp_path_factory):
     """Tiny demo corpus, two short epochs (real checkpoints: no --debug), export."""
     if not HAS_ESPEAK:
         pytest.skip("espeak-ng is not installed (apt-get install -y espeak-ng)")
-    from data_prepare.demo import generate_demo_corpus
+    from data_prepare.demo.corpus import generate_demo_corpus
 
     root = tmp_path_factory.mktemp("spectral_mask")
     data = generate_demo_corpus(root / "demo", size="tiny", progress=False)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from custom_modules.complexity import count_parameters
-from custom_modules.metrics import si_snr as numpy_si_snr
+from custom_modules.evaluation.complexity import count_parameters
+from custom_modules.evaluation.metrics import si_snr as numpy_si_snr
 from custom_modules.models import spex_plus, spex_plus_blocks
 from custom_modules.models.spex_plus import SpexPlus, SpexPlusLoss, si_sdr
 

@@ -28,8 +28,8 @@ import torchaudio
 # Autouse fixture: each test runs torch on one thread (see test_spex_plus.py).
 from test_spex_plus import one_thread  # noqa: E402, F401
 
-from custom_modules.datasets import load_resampled
-from custom_modules.metrics import si_snr
+from custom_modules.data.datasets import load_resampled
+from custom_modules.evaluation.metrics import si_snr
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "spex_plus"

@@ -1,4 +1,4 @@
-"""SpEx+ on real-speech layouts and its ablation hooks (custom_modules/tse*.py, speaker pretraining).
+"""SpEx+ on real-speech layouts and its ablation hooks (custom_modules/training/tse.py, custom_modules/data/tse_data.py, speaker pretraining).
 
 * the plain corpus layout's speaker split (speaker-disjoint, MANIFEST.tsv
   speakers, the split of ``prepare_plain``) and its triplets (reference = another
@@ -33,20 +33,21 @@ from speechbrain.dataio.dataset import DynamicItemDataset
 from test_librispeech_mixtures import voiced, write_corpus
 from test_spex_plus import one_thread  # noqa: F401
 
-from custom_modules import speaker_pretraining, tse, tse_data
-from custom_modules.brain import WarmupCosineSchedule
-from custom_modules.datasets import CustomDirDataset, OnTheFlyTripletDataset
-from custom_modules.files import load_manifest, read_json
-from custom_modules.metrics import si_snr
-from custom_modules.speaker_pretraining import SpeakerCrops, pretrain_speaker_branch
-from custom_modules.tse import OtherReferences, SpeakerExtractionBrain, speaker_accuracy
-from custom_modules.tse_data import (
+from custom_modules.audio.files import load_manifest, read_json
+from custom_modules.data import tse_data
+from custom_modules.data.datasets import CustomDirDataset, OnTheFlyTripletDataset
+from custom_modules.data.librispeech_mixtures import prepare_speech_splits, write_triplets
+from custom_modules.data.tse_data import (
     TirCurriculum,
     check_train_mode,
     prepare_tse_data,
     tse_datasets,
 )
-from data_prepare.librispeech_mixtures import prepare_speech_splits, write_triplets
+from custom_modules.evaluation.metrics import si_snr
+from custom_modules.training import speaker_pretraining, tse
+from custom_modules.training.brain import WarmupCosineSchedule
+from custom_modules.training.speaker_pretraining import SpeakerCrops, pretrain_speaker_branch
+from custom_modules.training.tse import OtherReferences, SpeakerExtractionBrain, speaker_accuracy
 from data_prepare.plain import assign_splits, speech_items
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -346,7 +347,7 @@ def test_lr_policy_selects_the_schedule(tmp_path):
 
 def speaker_manifest(folder, num_speakers=3, utterances=3):
     """Speech manifest of clearly different voices (low to high pitch)."""
-    from custom_modules.files import atomic_write_json
+    from custom_modules.audio.files import atomic_write_json
 
     rng = np.random.default_rng(5)
     entries = {}

@@ -20,10 +20,10 @@ import soundfile as sf
 import torch
 from torch import nn
 
-from custom_modules.audio import mix_speech_with_noise
-from custom_modules.complexity import load_recipe_model
+from custom_modules.audio.levels import mix_speech_with_noise
+from custom_modules.evaluation.complexity import load_recipe_model
+from custom_modules.inference.run_loading import load_run
 from custom_modules.models.unet_tcm import ComplexSpectralMapping, UNetEngine
-from custom_modules.run_loading import load_run
 from custom_modules.streaming import (
     FusedUNetStep,
     StreamingEnhancer,

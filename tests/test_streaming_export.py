@@ -12,8 +12,8 @@ import onnx
 import pytest
 import torch
 
+from custom_modules.inference.run_loading import load_run
 from custom_modules.models.unet_tcm import ComplexSpectralMapping, UNetEngine
-from custom_modules.run_loading import load_run
 from custom_modules.streaming import StreamingEnhancer
 from custom_modules.streaming.export import (
     METADATA_KEY,

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from custom_modules.complexity import (
+from custom_modules.evaluation.complexity import (
     count_macs,
     count_parameters,
     macs_per_second,
@@ -362,7 +362,7 @@ def test_bad_configuration_and_input_raise_clear_errors():
         model(torch.zeros(1, 0))
 
 
-# --- complexity counter (custom_modules/complexity.py) ---
+# --- complexity counter (custom_modules/evaluation/complexity.py) ---
 
 
 def test_count_macs_of_single_layers_by_hand():

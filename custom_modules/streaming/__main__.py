@@ -56,7 +56,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from custom_modules.files import open_audio_writer, read_audio_info
+from custom_modules.audio.files import open_audio_writer, read_audio_info
 from custom_modules.streaming.engine import BACKENDS, StreamingEnhancer
 
 PCM_SCALE = 32768.0

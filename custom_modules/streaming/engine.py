@@ -218,8 +218,8 @@ class StreamingEnhancer:
 
     @classmethod
     def from_run(cls, run_folder, backend: str = "eager", checkpoint_key=None):
-        """Load the best checkpoint of a training run (``custom_modules.run_loading``)."""
-        from custom_modules.run_loading import load_run
+        """Load the best checkpoint of a training run (``custom_modules.inference.run_loading``)."""
+        from custom_modules.inference.run_loading import load_run
 
         loaded = load_run(run_folder, device="cpu", checkpoint_key=checkpoint_key)
         return cls.from_model(loaded.model, backend=backend, sample_rate=loaded.sample_rate)

@@ -5,7 +5,7 @@ Usage::
     python -m custom_modules.streaming.export --run <output folder> --out model.onnx
 
 The run's best checkpoint (by the recipe's ``checkpoint_key``, loaded with
-``custom_modules.run_loading``) is converted to the one-frame step of
+``custom_modules.inference.run_loading``) is converted to the one-frame step of
 ``fused.py`` and exported with explicit state:
 
 * inputs ``spec`` (n_fft//2+1, 2) float32: one frame's STFT, real and
@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from custom_modules.files import atomic_write_bytes
+from custom_modules.audio.files import atomic_write_bytes
 from custom_modules.streaming.fused import FusedUNetStep
 
 METADATA_KEY = "sb_enhance.streaming"
@@ -232,7 +232,7 @@ def main(argv=None) -> int:
     parser.add_argument("--verbose", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
 
-    from custom_modules.run_loading import load_run
+    from custom_modules.inference.run_loading import load_run
     from custom_modules.streaming.__main__ import check_writable_output
 
     def fail(err) -> int:

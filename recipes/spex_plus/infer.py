@@ -8,7 +8,7 @@ Usage::
         [--chunk_sec 4 --chunk_overlap_sec 0.5] [--device cpu]
 
 * Model: the best checkpoint (validation SI-SDR) of the run folder (the
-  recipe's ``output_folder``), loaded by ``custom_modules.run_loading``. The
+  recipe's ``output_folder``), loaded by ``custom_modules.inference.run_loading``. The
   speaker-classification head is loaded but not used.
 * Inputs: any format soundfile reads, any rate; channel 0 of multichannel
   files (the project's policy). Both are resampled to the model's rate
@@ -43,8 +43,8 @@ from spex_extraction import (  # noqa: E402
     load_for_model,
 )
 
-from custom_modules.files import AudioFileError, write_audio  # noqa: E402
-from custom_modules.run_loading import RunFolderError, load_run  # noqa: E402
+from custom_modules.audio.files import AudioFileError, write_audio  # noqa: E402
+from custom_modules.inference.run_loading import RunFolderError, load_run  # noqa: E402
 
 PEAK_LIMIT = 0.999  # highest magnitude written as 16-bit PCM
 

@@ -13,7 +13,7 @@ Chunking
 --------
 Chunks of ``chunk`` samples overlap by ``overlap`` samples; in each overlap
 the earlier chunk fades out and the later one fades in with complementary
-raised-cosine windows (:func:`custom_modules.enhance.enhance_in_chunks`).
+raised-cosine windows (:func:`custom_modules.inference.enhance.enhance_in_chunks`).
 Both lengths are rounded down to multiples of the encoder stride so that
 every chunk's frames fall on the whole-utterance frame grid. A chunk differs
 from whole-utterance processing because (1) the non-causal TCN sees no
@@ -32,10 +32,10 @@ import numpy as np
 import torch
 import torchaudio
 
-from custom_modules.enhance import enhance_in_chunks
-from custom_modules.files import read_audio as read_channel
-from custom_modules.files import read_audio_info
-from custom_modules.metrics import si_snr
+from custom_modules.audio.files import read_audio as read_channel
+from custom_modules.audio.files import read_audio_info
+from custom_modules.evaluation.metrics import si_snr
+from custom_modules.inference.enhance import enhance_in_chunks
 
 
 def load_for_model(path, sr):

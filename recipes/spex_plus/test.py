@@ -16,10 +16,10 @@ Usage::
 * The YAML's ``test_metrics`` decide what is scored: with ``si_snr_zero_ref``
   / ``si_snr_other_ref`` (on in the recipe YAMLs) every mixture is also
   extracted with an all-zero reference / the reference of another triplet
-  (``custom_modules/tse.py``), reported next to the normal SI-SDR(i).
+  (``custom_modules/training/tse.py``), reported next to the normal SI-SDR(i).
   ``--test_metrics "[si_snr, pesq]"`` leaves them out.
 * The custom directory holds ``mix/<ID>-mixed.wav``, ``refs/<ID>-ref.wav``
-  and ``targets/<ID>-target.wav`` (see ``custom_modules.datasets.CustomDirDataset``;
+  and ``targets/<ID>-target.wav`` (see ``custom_modules.data.datasets.CustomDirDataset``;
   files at another rate are resampled on load). Targets are needed to score;
   to extract without targets, use ``infer.py``.
 * Report (default ``<run>/custom_test/<custom dir name>/``): the shared test
@@ -50,9 +50,9 @@ sys.path.insert(0, str(HERE.parents[1]))  # run from a clone, uninstalled
 sys.path.insert(0, str(HERE))
 from spex_extraction import chunked_evaluation  # noqa: E402
 
-from custom_modules.datasets import CustomDirDataset  # noqa: E402
-from custom_modules.files import atomic_write_json, atomic_write_text  # noqa: E402
-from custom_modules.run_loading import RunFolderError, find_best_checkpoint  # noqa: E402
+from custom_modules.audio.files import atomic_write_json, atomic_write_text  # noqa: E402
+from custom_modules.data.datasets import CustomDirDataset  # noqa: E402
+from custom_modules.inference.run_loading import RunFolderError, find_best_checkpoint  # noqa: E402
 
 
 def _load_train_module():

@@ -9,7 +9,7 @@ head over the training speakers; validation and test score the short-window
 output ``s1`` only (SI-SDR, SI-SDR improvement, PESQ). The best-SI-SDR
 checkpoint is evaluated on the test set at the end.
 
-Data (``custom_modules/tse_data.py``) from ``data_folder``: a folder holding
+Data (``custom_modules/data/tse_data.py``) from ``data_folder``: a folder holding
 ``LibriSpeech/`` (e.g. the demo corpus; speaker-disjoint train-clean-100 /
 dev-clean / test-clean) or a plain corpus root (``speech/<speaker>/...``,
 speakers split by ``valid_ratio`` / ``test_ratio``); triplets: a fixed
@@ -21,7 +21,7 @@ speaker head are the training speakers that can be targets
 replaced by their number here, and the resolved value is what
 ``hyperparams.yaml`` records (``infer.py``/``test.py`` rebuild the same model).
 Diagnostics, learning-rate policies, the curriculum and speaker-branch
-pretraining: ``custom_modules/tse.py`` (``SpeakerExtractionBrain``).
+pretraining: ``custom_modules/training/tse.py`` (``SpeakerExtractionBrain``).
 
 To run::
 
@@ -44,11 +44,11 @@ import yaml
 from hyperpyyaml import load_hyperpyyaml, resolve_references
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a clone, uninstalled
-from custom_modules.experiment import setup_experiment, train_and_evaluate  # noqa: E402
-from custom_modules.files import atomic_write_text, read_json  # noqa: E402
+from custom_modules.audio.files import atomic_write_text, read_json  # noqa: E402
+from custom_modules.data.tse_data import KEYS, prepare_tse_data, speakers_file, tse_datasets  # noqa: E402, F401
 from custom_modules.models.spex_plus import si_sdr  # noqa: E402
-from custom_modules.tse import SpeakerExtractionBrain, speaker_accuracy  # noqa: E402
-from custom_modules.tse_data import KEYS, prepare_tse_data, speakers_file, tse_datasets  # noqa: E402, F401
+from custom_modules.training.experiment import setup_experiment, train_and_evaluate  # noqa: E402
+from custom_modules.training.tse import SpeakerExtractionBrain, speaker_accuracy  # noqa: E402
 
 
 class SpexPlusBrain(SpeakerExtractionBrain):

@@ -1,0 +1,639 @@
+"""Shared ``speechbrain.Brain`` pieces for waveform-in, waveform-out recipes.
+
+Recipes subclass :class:`EnhancementBrain` and write only what is theirs:
+``compute_objectives`` (returns the loss; it calls :meth:`log_train_losses`
+in training and :meth:`evaluate_estimates` on validation/test batches) and,
+when the model is not simply ``model(mixture_waveform)``, ``compute_forward``.
+
+What lives here, so that recipes do not copy each other:
+
+* fresh on-the-fly training mixtures every epoch (``set_epoch`` on the
+  training dataset), gradient-norm tracking;
+* per-utterance metrics on validation and test in worker processes
+  (:class:`custom_modules.evaluation.metrics.MetricComputer`), the checkpoint kept by
+  ``hparams.checkpoint_key`` (e.g. max STOI);
+* TensorBoard scalars (loss components, gradient norm, metrics), audio plus
+  spectrogram images of a training example every
+  ``hparams.tensorboard_audio_every`` steps and of the first validation
+  example every epoch; only on the main process and only when
+  ``hparams.use_tensorboard`` is true;
+* the test report: a per-utterance CSV, a JSON summary, a printed table and
+  ``hparams.num_examples_to_save`` example triplets (wavs + PNG).
+
+Hyperparameters read (all recipe YAML keys): ``sample_rate``,
+``checkpoint_key``, ``valid_metrics``, ``test_metrics``, ``metric_workers``,
+``train_logger``, ``use_tensorboard``, ``tensorboard_folder``,
+``log_every_n_steps``, ``tensorboard_audio_every``, ``test_report_folder``,
+``num_examples_to_save``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import speechbrain as sb
+import torch
+from speechbrain.utils.checkpoints import (
+    mark_as_loader,
+    mark_as_saver,
+    register_checkpoint_hooks,
+)
+from speechbrain.utils.distributed import if_main_process
+from speechbrain.utils.epoch_loop import EpochCounter
+
+from custom_modules.audio.files import (
+    atomic_write_json,
+    atomic_write_text,
+    check_safe_id,
+    read_json,
+    write_audio,
+)
+from custom_modules.evaluation.metrics import MetricComputer, summarize
+from custom_modules.evaluation.plotting import save_spectrograms_png, spectrogram_image
+
+logger = logging.getLogger(__name__)
+
+# Utterances in flight per metric worker before the Brain waits for results.
+MAX_PENDING_PER_WORKER = 16
+# Display names; every metric is higher-is-better, the table shows estimate − mixture.
+METRIC_LABELS = {
+    "snr": "SNR",
+    "si_snr": "SI-SDR",
+    "stoi": "STOI",
+    "pesq": "PESQ",
+    "bss_sdr": "SDR (BSS Eval)",
+    "wsdr": "wSDR",
+    "si_snr_zero_ref": "SI-SDR, zero reference",
+    "si_snr_other_ref": "SI-SDR, other speaker's reference",
+}
+
+
+@register_checkpoint_hooks
+class TimeLimitedEpochCounter(EpochCounter):
+    """An ``EpochCounter`` that also stops once ``max_minutes`` of training have passed.
+
+    The training time is saved with the counter in every checkpoint, so a
+    resumed run continues its budget instead of starting a fresh one (a run
+    interrupted after 40 of 60 minutes trains 20 more). ``max_minutes <= 0``
+    disables the limit. :meth:`progress` tells the learning-rate schedule how
+    far training is.
+
+    Example
+    -------
+    >>> counter = TimeLimitedEpochCounter(limit=3, max_minutes=0)
+    >>> list(counter)
+    [1, 2, 3]
+    >>> counter.progress(step_in_epoch=10, batches_per_epoch=10)
+    1.0
+    """
+
+    def __init__(self, limit, max_minutes=0.0):
+        super().__init__(limit)
+        self.max_minutes = float(max_minutes)
+        self._start = None
+        self._elapsed_before = 0.0  # seconds trained by earlier processes of this run
+
+    def elapsed_seconds(self) -> float:
+        """Training time of this run so far, earlier (resumed) processes included."""
+        since = 0.0 if self._start is None else time.monotonic() - self._start
+        return self._elapsed_before + since
+
+    def progress(self, step_in_epoch: int, batches_per_epoch: int) -> float:
+        """Fraction of training done, in [0, 1]: of the time budget, else of the epochs."""
+        if self.max_minutes > 0:
+            fraction = self.elapsed_seconds() / (60.0 * self.max_minutes)
+        else:
+            done = max(self.current - 1, 0) + step_in_epoch / max(batches_per_epoch, 1)
+            fraction = done / max(self.limit, 1)
+        return min(max(fraction, 0.0), 1.0)
+
+    def __next__(self):
+        if self._start is None:
+            self._start = time.monotonic()
+        if self.max_minutes > 0 and self.elapsed_seconds() / 60 > self.max_minutes:
+            logger.info(f"Time budget of {self.max_minutes} min used up: stopping training")
+            raise StopIteration
+        return super().__next__()
+
+    @mark_as_saver
+    def _save(self, path):
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(f"{self.current}\n{self.elapsed_seconds():.3f}\n")
+
+    @mark_as_loader
+    def _recover(self, path, end_of_epoch=True):
+        with open(path, encoding="utf-8") as handle:
+            fields = handle.read().split()
+        self.current = int(fields[0]) if end_of_epoch else int(fields[0]) - 1
+        # Counters saved before the time was recorded hold the epoch only.
+        self._elapsed_before = float(fields[1]) if len(fields) > 1 else 0.0
+        self._start = None
+
+
+@register_checkpoint_hooks
+class RunningMeans:
+    """Running sums and counts of named values, saved with every checkpoint.
+
+    ``EnhancementBrain`` averages the training loss components of an epoch
+    here. Saved in intra-epoch checkpoints, so that a run resumed in the
+    middle of an epoch logs the mean over the whole epoch (as SpeechBrain's
+    own ``avg_train_loss``, also restored), not over the resumed part only.
+    An end-of-epoch checkpoint restores nothing (the next epoch starts anew).
+
+    Example
+    -------
+    >>> means = RunningMeans()
+    >>> means.add("loss", 1.0); means.add("loss", 2.0)
+    >>> means.means()
+    {'loss': 1.5}
+    """
+
+    def __init__(self):
+        self.sums, self.counts = {}, {}
+
+    def reset(self) -> None:
+        """Forget every value."""
+        self.sums, self.counts = {}, {}
+
+    def add(self, name: str, value: float) -> None:
+        """Add one value of ``name``."""
+        self.sums[name] = self.sums.get(name, 0.0) + float(value)
+        self.counts[name] = self.counts.get(name, 0) + 1
+
+    def means(self) -> dict:
+        """``{name: mean}`` of the values added since the last reset."""
+        return {name: self.sums[name] / self.counts[name] for name in self.sums}
+
+    @mark_as_saver
+    def _save(self, path):
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump({"sums": self.sums, "counts": self.counts}, handle)
+
+    @mark_as_loader
+    def _recover(self, path, end_of_epoch=True):
+        if end_of_epoch:
+            self.reset()
+            return
+        record = read_json(path)
+        self.sums = {k: float(v) for k, v in record["sums"].items()}
+        self.counts = {k: int(v) for k, v in record["counts"].items()}
+
+
+class WarmupCosineSchedule:
+    """Learning-rate factor: linear warm-up, then cosine decay over the training progress.
+
+    ``factor(step, progress)`` is ``step / warmup_steps`` during the first
+    ``warmup_steps`` optimizer steps, then
+    ``final_ratio + (1 - final_ratio) * (1 + cos(pi * progress)) / 2`` where
+    ``progress`` in [0, 1] is the fraction of the training budget used
+    (:meth:`TimeLimitedEpochCounter.progress`: of the time budget when there
+    is one, so the decay ends when the wall-clock budget does). Stateless: a
+    resumed run gets the learning rate it had.
+
+    Example
+    -------
+    >>> schedule = WarmupCosineSchedule(warmup_steps=10, final_ratio=0.1)
+    >>> schedule.factor(step=5, progress=0.0), schedule.factor(step=50, progress=0.0)
+    (0.5, 1.0)
+    >>> round(schedule.factor(step=50, progress=1.0), 6)
+    0.1
+    """
+
+    def __init__(self, warmup_steps=0, final_ratio=0.0):
+        if warmup_steps < 0 or not 0.0 <= final_ratio <= 1.0:
+            raise ValueError(
+                f"need warmup_steps >= 0 and 0 <= final_ratio <= 1, got {warmup_steps}, "
+                f"{final_ratio}"
+            )
+        self.warmup_steps = int(warmup_steps)
+        self.final_ratio = float(final_ratio)
+
+    def factor(self, step: int, progress: float) -> float:
+        """Multiplier of the base learning rate at optimizer step ``step`` (1-based)."""
+        if step < self.warmup_steps:
+            return max(step, 1) / self.warmup_steps
+        cosine = 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+        return self.final_ratio + (1.0 - self.final_ratio) * cosine
+
+
+def trim_batch(signals, lengths):
+    """Cut a padded batch into a list of 1-D float64 numpy arrays.
+
+    Arguments
+    ---------
+    signals : torch.Tensor
+        ``(batch, samples)``.
+    lengths : torch.Tensor
+        ``(batch,)`` relative lengths (SpeechBrain convention).
+
+    Example
+    -------
+    >>> out = trim_batch(torch.ones(2, 10), torch.tensor([1.0, 0.5]))
+    >>> [len(x) for x in out]
+    [10, 5]
+    """
+    total = signals.shape[-1]
+    arrays = []
+    for signal, rel in zip(signals.detach().cpu(), lengths.cpu(), strict=True):
+        n = int(round(float(rel) * total))
+        arrays.append(signal[:n].double().numpy())
+    return arrays
+
+
+class EnhancementBrain(sb.Brain):
+    """Base Brain for enhancement recipes (see the module docstring)."""
+
+    # Metrics scored in this process by ``local_metrics`` (e.g. ones that need
+    # the mixture) rather than by the metric workers; subclasses add names.
+    LOCAL_METRICS = ()
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Means of the training loss components over the epoch, kept across an
+        # intra-epoch resume (optional: checkpoints written before it lack it).
+        self.train_components = RunningMeans()
+        if self.checkpointer is not None:
+            self.checkpointer.add_recoverable(
+                "train_components", self.train_components, optional_load=True
+            )
+
+    def local_metrics(self, mixtures, targets, estimates):
+        """Per-utterance scores of ``LOCAL_METRICS`` (lists of 1-D float64 arrays in).
+
+        Returns one dict per utterance, ``{name: (score of the estimate,
+        score of the mixture)}``; none by default.
+        """
+        return [{} for _ in estimates]
+
+    def compute_forward(self, batch, stage):
+        """Default forward of waveform models: ``modules.model(mixture)``.
+
+        ``batch.mixture`` holds ``(batch, samples)`` waveforms; the model's
+        output is returned as is (override for other inputs, e.g. features).
+        """
+        batch = batch.to(self.device)
+        mixture, _ = batch.mixture
+        return self.modules.model(mixture)
+
+    # ---- data -----------------------------------------------------------
+    def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):
+        """Remember the on-the-fly training dataset so each epoch draws new mixtures."""
+        if stage == sb.Stage.TRAIN and hasattr(dataset, "set_epoch"):
+            self.onthefly_dataset = dataset
+        return super().make_dataloader(dataset, stage, ckpt_prefix, **loader_kwargs)
+
+    # ---- training -------------------------------------------------------
+    def on_fit_batch_start(self, batch, should_step):
+        """In debug mode, print which mixtures this rank drew first (the DDP test reads it)."""
+        if self.debug and not self.first_batch_reported:
+            self.first_batch_reported = True
+            rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+            checksum = float(batch.mixture.data.double().abs().sum())
+            print(
+                f"[rank {rank}] epoch {self.current_epoch} first training batch: "
+                f"ids={list(batch.id)} checksum={checksum:.6f}",
+                flush=True,
+            )
+
+    def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        """Every ``tensorboard_audio_every`` steps: audio and spectrograms of a training example."""
+        if self.tb_writer is None or self.optimizer_step % self.hparams.tensorboard_audio_every:
+            return
+        estimate = self.estimate_from_outputs(outputs)
+        mixture, lengths = batch.mixture
+        target, _ = batch.target
+        signals = {
+            name: trim_batch(signal[:1], lengths[:1])[0]
+            for name, signal in (("mixture", mixture), ("target", target), ("estimate", estimate))
+        }
+        self._log_audio("train", signals, self.optimizer_step)
+
+    def estimate_from_outputs(self, outputs):
+        """The estimated waveforms ``(batch, samples)`` in ``compute_forward``'s outputs."""
+        return outputs
+
+    def optimizers_step(self):
+        """Record the gradient norm (before clipping), set the scheduled lr, then step."""
+        grads = [p.grad.detach().norm() for p in self.modules.parameters() if p.grad is not None]
+        if grads:
+            self.last_grad_norm = float(torch.stack(grads).norm())
+        schedule = self.step_lr_schedule()
+        if schedule is not None:
+            progress = self.hparams.epoch_counter.progress(
+                self.step, self.hparams.train_batches_per_epoch
+            )
+            lr = self.hparams.lr * schedule.factor(self.optimizer_step + 1, progress)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+        super().optimizers_step()
+
+    def step_lr_schedule(self):
+        """The learning-rate schedule applied every optimizer step (``hparams.lr_schedule``), or None."""
+        return self.hparams.lr_schedule if hasattr(self.hparams, "lr_schedule") else None
+
+    def log_train_losses(self, **components):
+        """Accumulate training loss components; write them to TensorBoard every N steps."""
+        for name, value in components.items():
+            self.train_components.add(name, float(value.detach()))
+        if self.tb_writer is not None and self.step % self.hparams.log_every_n_steps == 0:
+            for name, value in components.items():
+                self.tb_writer.add_scalar(
+                    f"train_step/{name}", float(value.detach()), self.optimizer_step
+                )
+            if getattr(self, "last_grad_norm", None) is not None:
+                self.tb_writer.add_scalar(
+                    "train_step/grad_norm", self.last_grad_norm, self.optimizer_step
+                )
+
+    # ---- validation / test ----------------------------------------------
+    def evaluate_estimates(self, batch, estimate, stage):
+        """Score a validation/test batch per utterance (in worker processes).
+
+        The batch is submitted to the metric workers without waiting, so the
+        model keeps running while earlier utterances are scored; at most
+        ``MAX_PENDING_PER_WORKER`` utterances per worker are in flight.
+
+        Arguments
+        ---------
+        batch : PaddedBatch
+            With ``id``, ``mixture`` and ``target`` (padded waveforms).
+        estimate : torch.Tensor
+            ``(batch, samples)`` estimated waveforms.
+        stage : sb.Stage
+            VALID or TEST. On TEST the mixture is scored too (for the deltas)
+            and the first examples are written to disk.
+        """
+        mixture, lengths = batch.mixture
+        target, _ = batch.target
+        estimates = trim_batch(estimate, lengths)
+        targets = trim_batch(target, lengths)
+        mixtures = trim_batch(mixture, lengths)
+        handles = self.metric_computer.submit(estimates, targets, ids=batch.id)
+        local = self.local_metrics(mixtures, targets, estimates)
+        if stage == sb.Stage.TEST:
+            handles += self.metric_computer.submit(mixtures, targets, ids=batch.id)
+            snrs = getattr(batch, "snr_db", None)
+            conditions = getattr(batch, "condition", None)
+            snrs = list(
+                zip(
+                    [None] * len(batch.id) if snrs is None else list(snrs),
+                    [None] * len(batch.id) if conditions is None else list(conditions),
+                    strict=True,
+                )
+            )
+            self._write_examples(batch.id, mixtures, targets, estimates)
+        else:
+            snrs = None
+            if not self.valid_audio_logged:
+                signals = {"mixture": mixtures[0], "target": targets[0], "estimate": estimates[0]}
+                self._log_audio("valid", signals, self.current_epoch)
+                self.valid_audio_logged = True
+        self.pending.append((stage, handles, snrs, local))
+        self.num_pending += len(handles)
+        while self.num_pending > MAX_PENDING_PER_WORKER * max(1, self.hparams.metric_workers):
+            self._resolve_oldest()
+
+    def _resolve_oldest(self):
+        """Collect the oldest submitted batch into validation records or test rows."""
+        stage, handles, snrs, local = self.pending.popleft()
+        self.num_pending -= len(handles)
+        records = self.metric_computer.collect(handles)
+        if stage != sb.Stage.TEST:
+            for record, scores in zip(records, local, strict=True):
+                record.update({name: pair[0] for name, pair in scores.items()})
+            self.metric_records.extend(records)
+            return
+        half = len(records) // 2
+        for est, mix, (snr, condition), scores in zip(
+            records[:half], records[half:], snrs, local, strict=True
+        ):
+            est = {**est, **{name: pair[0] for name, pair in scores.items()}}
+            mix = {**mix, **{name: pair[1] for name, pair in scores.items()}}
+            row = {"id": est["id"], "input_snr_db": _as_float(snr)}
+            if condition is not None:
+                row["condition"] = condition
+            for key in self.hparams.test_metrics:
+                row[f"{key}_mixture"] = mix.get(key, math.nan)
+                row[f"{key}_estimate"] = est.get(key, math.nan)
+                row[f"{key}_delta"] = row[f"{key}_estimate"] - row[f"{key}_mixture"]
+            errors = [
+                f"{which} {k}: {v}"
+                for which, rec in (("estimate", est), ("mixture", mix))
+                for k, v in rec.items()
+                if k.endswith("_error")
+            ]
+            row["errors"] = "; ".join(errors)
+            self.test_rows.append(row)
+
+    def _resolve_all(self):
+        while self.pending:
+            self._resolve_oldest()
+
+    def _write_examples(self, ids, mixtures, targets, estimates):
+        if not if_main_process():
+            return
+        folder = Path(self.hparams.test_report_folder) / "examples"
+        sr = self.hparams.sample_rate
+        for uid, mix, tgt, est in zip(ids, mixtures, targets, estimates, strict=True):
+            if self.examples_written >= self.hparams.num_examples_to_save:
+                return
+            check_safe_id(uid, "test set")  # becomes a folder name
+            signals = {"mixture": mix, "target": tgt, "estimate": est}
+            for name, signal in signals.items():
+                write_audio(folder / uid / f"{name}.wav", _peak_safe(signal), sr)
+            save_spectrograms_png(folder / uid / "spectrograms.png", signals, sr=sr, title=uid)
+            self.examples_written += 1
+
+    def _log_audio(self, tag, signals, step):
+        """Audio and spectrogram images of one example to TensorBoard (main process)."""
+        if self.tb_writer is None:
+            return
+        sr = self.hparams.sample_rate
+        for name, signal in signals.items():
+            tensor = torch.from_numpy(_peak_safe(signal)).float().unsqueeze(0)
+            self.tb_writer.add_audio(f"{tag}_audio/{name}", tensor, step, sample_rate=sr)
+            image = spectrogram_image(signal, sr=sr)
+            self.tb_writer.add_image(f"{tag}_spectrogram/{name}", image, step, dataformats="HWC")
+
+    # ---- stage hooks ----------------------------------------------------
+    def ensure_tensorboard(self):
+        """Create ``self.tensorboard`` / ``self.tb_writer`` once (None without ``use_tensorboard``)."""
+        if not hasattr(self, "tensorboard"):
+            # Built on every rank (its log_stats is a collective); the writer
+            # itself exists on the main process only.
+            self.tensorboard, self.tb_writer = None, None
+            if self.hparams.use_tensorboard:
+                from speechbrain.utils.train_logger import TensorboardLogger
+
+                self.tensorboard = TensorboardLogger(self.hparams.tensorboard_folder)
+                self.tb_writer = self.tensorboard.writer
+
+    def on_stage_start(self, stage, epoch=None):
+        """Reset per-stage accumulators; new mixtures each training epoch."""
+        self.current_epoch = epoch or 0
+        self.ensure_tensorboard()
+        if not hasattr(self, "metric_computer"):
+            metrics = dict.fromkeys([*self.hparams.valid_metrics, *self.hparams.test_metrics])
+            self.metric_computer = MetricComputer(
+                num_workers=self.hparams.metric_workers,
+                sr=self.hparams.sample_rate,
+                metrics=tuple(m for m in metrics if m not in self.LOCAL_METRICS),
+            )
+        if stage == sb.Stage.TRAIN:
+            if self.step == 0:  # else resumed mid-epoch: keep the restored sums
+                self.train_components.reset()
+            self.first_batch_reported = False
+            if getattr(self, "onthefly_dataset", None) is not None:
+                self.onthefly_dataset.set_epoch(self.current_epoch)
+        else:
+            self.metric_records = []
+            self.test_rows = []
+            self.pending, self.num_pending = deque(), 0
+            self.examples_written = 0
+            self.valid_audio_logged = False
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Log statistics, keep the best checkpoint, write the test report."""
+        stats = {"loss": stage_loss}
+        if stage == sb.Stage.TRAIN:
+            stats.update(self.train_components.means())
+            self.train_stats = stats
+            return
+        self._resolve_all()
+        if stage == sb.Stage.VALID:
+            summary = summarize(self.metric_records)
+            stats.update({k: v for k, v in summary.items() if k in self.hparams.valid_metrics})
+            failures = {k: v for k, v in summary.items() if k.endswith("_failures") and v}
+            if failures:
+                logger.warning(f"Metric failures on validation (reported, not fatal): {failures}")
+            lr = self.optimizer.param_groups[0]["lr"]
+            self.hparams.train_logger.log_stats(
+                stats_meta={"epoch": epoch, "lr": lr},
+                train_stats=self.train_stats,
+                valid_stats=stats,
+            )
+            if self.tensorboard is not None:
+                self.tensorboard.log_stats({"epoch": epoch}, self.train_stats, stats)
+            key = self.hparams.checkpoint_key
+            if not math.isfinite(stats.get(key, math.nan)):
+                raise RuntimeError(
+                    f"validation metric {key!r} is not finite ({stats.get(key)}); "
+                    "cannot select the best checkpoint"
+                )
+            self.checkpointer.save_and_keep_only(meta=stats, max_keys=[key])
+        elif stage == sb.Stage.TEST:
+            self._finish_test_report(stats)
+
+    def _finish_test_report(self, stats):
+        rows = self.test_rows
+        metrics = self.hparams.test_metrics
+        summary = {"num_utterances": len(rows), "loss": float(stats["loss"])}
+        for key in metrics:
+            for part in ("mixture", "estimate", "delta"):
+                values = np.array([r[f"{key}_{part}"] for r in rows], dtype=float)
+                finite = values[np.isfinite(values)]
+                summary[f"{key}_{part}"] = float(finite.mean()) if finite.size else math.nan
+                if part == "estimate":
+                    summary[f"{key}_failures"] = int(values.size - finite.size)
+        by_condition = summarize_by_condition(rows, metrics)
+        if by_condition:
+            summary["by_condition"] = by_condition
+        self.test_summary = summary
+        self.hparams.train_logger.log_stats(
+            stats_meta={"Epoch loaded": self.hparams.epoch_counter.current},
+            test_stats={k: v for k, v in summary.items() if k.endswith("_estimate")},
+        )
+        if not if_main_process():
+            return
+        folder = Path(self.hparams.test_report_folder)
+        fields = (
+            ["id", "input_snr_db"]
+            + (["condition"] if by_condition else [])
+            + [f"{k}_{p}" for k in metrics for p in ("mixture", "estimate", "delta")]
+            + ["errors"]
+        )
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=fields, restval="")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _fmt(v) for k, v in row.items()})
+        atomic_write_text(folder / "per_utterance.csv", buffer.getvalue())
+        atomic_write_json(folder / "summary.json", summary)
+        table = format_results_table(summary, metrics)
+        atomic_write_text(folder / "results_table.md", table + "\n")
+        print(f"\nTest set ({len(rows)} utterances, best {self.hparams.checkpoint_key} checkpoint)")
+        print(table)
+        for condition, part in by_condition.items():
+            print(f"\n{condition} ({part['num_utterances']} utterances)")
+            print(format_results_table(part, metrics))
+        print(f"Per-utterance results: {folder / 'per_utterance.csv'}")
+        print(f"Examples (wavs + spectrogram PNGs): {folder / 'examples'}")
+
+
+def summarize_by_condition(rows, metrics) -> dict:
+    """Means of every metric part per ``condition`` of the rows (e.g. dry / reverberant speech).
+
+    Example
+    -------
+    >>> rows = [{"condition": "dry", "stoi_mixture": 0.6, "stoi_estimate": 0.8, "stoi_delta": 0.2},
+    ...         {"condition": "reverberant", "stoi_mixture": 0.5, "stoi_estimate": 0.5,
+    ...          "stoi_delta": 0.0}]
+    >>> summarize_by_condition(rows, ["stoi"])["dry"]["stoi_delta"]
+    0.2
+    """
+    groups = {}
+    for row in rows:
+        if row.get("condition") is not None:
+            groups.setdefault(row["condition"], []).append(row)
+    result = {}
+    for condition in sorted(groups):
+        part = {"num_utterances": len(groups[condition])}
+        for key in metrics:
+            for which in ("mixture", "estimate", "delta"):
+                values = np.array([r[f"{key}_{which}"] for r in groups[condition]], dtype=float)
+                finite = values[np.isfinite(values)]
+                part[f"{key}_{which}"] = float(finite.mean()) if finite.size else math.nan
+        result[condition] = part
+    return result
+
+
+def format_results_table(summary, metrics):
+    """Markdown table: metric | mixture | estimate | improvement.
+
+    Example
+    -------
+    >>> s = {"stoi_mixture": 0.7, "stoi_estimate": 0.8, "stoi_delta": 0.1}
+    >>> print(format_results_table(s, ["stoi"]).splitlines()[2])
+    | STOI | 0.700 | 0.800 | +0.100 |
+    """
+    lines = ["| metric | mixture | estimate | improvement |", "|---|---|---|---|"]
+    for key in metrics:
+        label = METRIC_LABELS.get(key, key)
+        mix, est, delta = (summary[f"{key}_{p}"] for p in ("mixture", "estimate", "delta"))
+        lines.append(f"| {label} | {mix:.3f} | {est:.3f} | {delta:+.3f} |")
+    return "\n".join(lines)
+
+
+def _peak_safe(signal):
+    """Scale a signal down only if it would clip when written as 16-bit PCM."""
+    peak = float(np.max(np.abs(signal))) if len(signal) else 0.0
+    return signal / peak * 0.99 if peak > 0.99 else signal
+
+
+def _as_float(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _fmt(value):
+    return f"{value:.4f}" if isinstance(value, float) else value
