@@ -48,7 +48,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from custom_modules.evaluation.complexity import load_recipe_model, macs_per_second  # noqa: E402
 from custom_modules.streaming import StreamingEnhancer  # noqa: E402
 from custom_modules.streaming.engine import BACKENDS  # noqa: E402
-from custom_modules.streaming.export import export_model  # noqa: E402
+from custom_modules.streaming.onnx_step import export_model  # noqa: E402
 
 SR = 16000
 HPARAMS = REPO_ROOT / "recipes" / "unet_tcm" / "hparams"
@@ -116,7 +116,7 @@ def profile_onnx(model, signal: np.ndarray, chunks: int = 300) -> None:
     """Time per onnxruntime node type, per chunk (from onnxruntime's profiler)."""
     import onnxruntime as ort
 
-    from custom_modules.streaming.export import INPUT_NAMES, OUTPUT_NAMES
+    from custom_modules.streaming.onnx_step import INPUT_NAMES, OUTPUT_NAMES
 
     proto = export_model(model)
     options = ort.SessionOptions()

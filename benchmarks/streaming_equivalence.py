@@ -6,7 +6,7 @@ Usage::
 
 Prints max |streamed - offline| (aligned by the 159-sample latency) on 10.5 s
 of real speech + real noise (``REAL_AUDIO_DIR``, as in
-``tests/test_streaming.py``) for the recipe configurations ``unet.yaml`` and
+``custom_modules/streaming/equivalence.py``) for the recipe configurations ``unet.yaml`` and
 ``unet_cpu.yaml`` with their seeded random initialisation, and for the best
 checkpoint of each ``--run`` (a ``recipes/unet_tcm`` output folder), for the
 eager, onnx and native backends. The requirement is <= 1e-4.
@@ -28,14 +28,15 @@ sys.path.insert(0, str(REPO_ROOT))
 from custom_modules.inference.run_loading import load_run  # noqa: E402
 from custom_modules.streaming import StreamingEnhancer  # noqa: E402
 from custom_modules.streaming.engine import BACKENDS  # noqa: E402
-from tests.test_streaming import (  # noqa: E402
-    CPU_YAML,
-    FULL_YAML,
+from custom_modules.streaming.equivalence import (  # noqa: E402
     noisy_speech,
     offline,
     recipe_model,
     stream_chunks,
 )
+
+FULL_YAML = REPO_ROOT / "recipes" / "unet_tcm" / "hparams" / "unet.yaml"
+CPU_YAML = REPO_ROOT / "recipes" / "unet_tcm" / "hparams" / "unet_cpu.yaml"
 
 
 def main(argv=None) -> dict:

@@ -235,7 +235,7 @@ def default_workers(num_workers) -> int:
     return max(1, num_workers if num_workers is not None else (os.cpu_count() or 1))
 
 
-def _pool_context():
+def pool_context():
     # "fork" where available (Linux), as torch's DataLoader workers: no start-up
     # cost and no re-import of the caller's __main__ (forkserver and spawn
     # re-run unguarded scripts). Workers only use numpy/scipy/soundfile, never
@@ -271,7 +271,7 @@ def run_tasks(tasks: list, num_workers: int, desc: str) -> list:
             # files while leaving enough chunks for load balancing.
             chunksize = max(1, min(64, len(tasks) // (num_workers * 8)))
             _preload_for_workers(tasks)
-            with ProcessPoolExecutor(num_workers, mp_context=_pool_context()) as pool:
+            with ProcessPoolExecutor(num_workers, mp_context=pool_context()) as pool:
                 for result in pool.map(inspect_file, tasks, chunksize=chunksize):
                     results.append(result)
                     progress.update()

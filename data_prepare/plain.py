@@ -66,8 +66,8 @@ import soundfile as sf
 from tqdm import tqdm
 
 from custom_modules.audio.files import atomic_write_json, read_json, write_audio
-from custom_modules.audio.levels import eval_rms_db, gain_to_mult
-from custom_modules.data.sampling import derive_seed_sequences
+from custom_modules.audio.levels import eval_rms_db, gain_to_mult, limit_peak
+from custom_modules.audio.seeding import derive_seed_sequences
 from data_prepare.common import (
     AudioItem,
     PrepJob,
@@ -85,6 +85,8 @@ logger = logging.getLogger(__name__)
 GENERATED = "generated"
 # Level of generated noise files (the mixer rescales every crop anyway).
 GENERATED_RMS_DB = -25.0
+# Peak of the generated signals: louder ones are scaled down once (headroom for mixing).
+GENERATED_PEAK = 0.99
 # Bump when the generated audio changes for the same options.
 GENERATION_VERSION = 1
 
@@ -188,10 +190,9 @@ def _read_mono(path, sample_rate: int) -> np.ndarray:
 
 
 def _at_level(signal: np.ndarray) -> np.ndarray:
-    """``signal`` at ``GENERATED_RMS_DB``, peak-limited to 0.99 (one gain)."""
+    """``signal`` at ``GENERATED_RMS_DB``, peak-limited to ``GENERATED_PEAK`` (one gain)."""
     signal = signal * gain_to_mult(GENERATED_RMS_DB - eval_rms_db(signal))
-    peak = float(np.max(np.abs(signal)))
-    return signal * (0.99 / peak) if peak > 0.99 else signal
+    return limit_peak(signal, GENERATED_PEAK)
 
 
 class TrainingMaterial:

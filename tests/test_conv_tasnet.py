@@ -12,17 +12,17 @@ from scipy.signal import lfilter
 from speechbrain.nnet.losses import get_si_snr_with_pitwrapper
 
 import custom_modules.data.separation_data as separation_data_module
+import custom_modules.evaluation.bss_eval as separation_module
 import custom_modules.models.conv_tasnet as conv_tasnet_module
-import custom_modules.training.separation as separation_module
 from custom_modules.audio.files import read_audio
 from custom_modules.data.separation_data import (
     RandomChunkDataset,
     prepare_separation_data,
     whole_utterance_dataset,
 )
+from custom_modules.evaluation.bss_eval import best_permutation, bss_sdr, separation_scores
 from custom_modules.evaluation.metrics import MetricError, si_snr
 from custom_modules.models.conv_tasnet import ConvTasNet
-from custom_modules.training.separation import best_permutation, bss_sdr, separation_scores
 
 TINY = dict(N=16, B=8, H=16, P=3, X=3, R=1)
 

@@ -622,7 +622,7 @@ def test_streaming_cli_stops_on_non_finite_output(tmp_path, monkeypatch, capsys,
 
 def test_streaming_cli_onnx_file_of_a_diverged_model_and_huge_input(tmp_path, capsys):
     from custom_modules.streaming.__main__ import main
-    from custom_modules.streaming.export import export_model
+    from custom_modules.streaming.onnx_step import export_model
 
     model_path = tmp_path / "nan.onnx"
     model_path.write_bytes(export_model(nan_model()))

@@ -9,8 +9,9 @@ import soundfile as sf
 
 from custom_modules.audio.files import AudioFileError
 from custom_modules.audio.levels import eval_rms_db
+from custom_modules.audio.seeding import derive_seed_sequences
 from custom_modules.data import sampling
-from custom_modules.data.sampling import RirSampler, SignalSampler, derive_seed_sequences
+from custom_modules.data.sampling import RirSampler, SignalSampler
 
 SR = 16000
 

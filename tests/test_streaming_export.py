@@ -15,21 +15,19 @@ import torch
 from custom_modules.inference.run_loading import load_run
 from custom_modules.models.unet_tcm import ComplexSpectralMapping, UNetEngine
 from custom_modules.streaming import StreamingEnhancer
-from custom_modules.streaming.export import (
+from custom_modules.streaming.equivalence import noisy_speech, offline, stream_chunks
+from custom_modules.streaming.export import main
+from custom_modules.streaming.onnx_step import (
     METADATA_KEY,
     export_model,
-    main,
     onnx_runner,
     read_metadata,
 )
 from tests.test_streaming import (
     ENGINE_CONFIGS,
     TOLERANCE,
-    noisy_speech,
-    offline,
     one_torch_thread,  # noqa: F401 (autouse fixture)
     random_engine,
-    stream_chunks,
 )
 
 

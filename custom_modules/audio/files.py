@@ -368,3 +368,14 @@ def open_audio_writer(path, sr, channels=1, subtype="PCM_16"):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def check_writable_output(path) -> None:
+    """Raise ``OSError`` naming ``path`` when a file cannot be created there."""
+    parent = Path(path).expanduser().resolve().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as err:
+        raise OSError(f"{path}: cannot write there ({err.strerror or err})") from err

@@ -20,15 +20,71 @@ from __future__ import annotations
 
 import numpy as np
 
+# Highest magnitude written as 16-bit PCM (-0.009 dBFS): louder outputs are scaled down.
+PEAK_LIMIT = 0.999
 
-def _as_signal(x, name: str) -> np.ndarray:
-    """``x`` as a float64 array, checked to be non-empty and finite."""
+
+def as_signal(x, name: str, error=ValueError, one_d: bool = False) -> np.ndarray:
+    """``x`` (numpy array, list or CPU/GPU torch tensor) as float64, checked.
+
+    Arguments
+    ---------
+    x : array-like or torch.Tensor
+        The signal.
+    name : str
+        Named in the error message.
+    error : type
+        The exception raised (a ``ValueError`` subclass, e.g. a metric's error).
+    one_d : bool
+        Require a 1-D ``(samples,)`` signal.
+
+    Returns
+    -------
+    numpy.ndarray
+        Non-empty, finite, float64.
+
+    Example
+    -------
+    >>> as_signal([0.5, -0.25], "x")
+    array([ 0.5 , -0.25])
+    >>> as_signal([[0.0]], "x", one_d=True)
+    Traceback (most recent call last):
+    ...
+    ValueError: x must be 1-D (samples,), got shape (1, 1)
+    """
+    if hasattr(x, "detach"):  # torch tensor, without importing torch here
+        x = x.detach().cpu().numpy()
     array = np.asarray(x, dtype=np.float64)
+    if one_d and array.ndim != 1:
+        raise error(f"{name} must be 1-D (samples,), got shape {array.shape}")
     if array.size == 0:
-        raise ValueError(f"{name} is empty")
+        raise error(f"{name} is empty")
     if not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} contains NaN or Inf values")
+        raise error(f"{name} contains NaN or Inf values")
     return array
+
+
+def peak_gain(peak: float, limit: float = PEAK_LIMIT) -> float:
+    """The gain (<= 1) that brings a signal of magnitude ``peak`` down to ``limit``.
+
+    Example
+    -------
+    >>> peak_gain(0.5), peak_gain(2.0, limit=0.5)
+    (1.0, 0.25)
+    """
+    return limit / peak if peak > limit else 1.0
+
+
+def limit_peak(signal, limit: float = PEAK_LIMIT):
+    """``signal`` scaled down once (never clipped) when its peak exceeds ``limit``.
+
+    Example
+    -------
+    >>> limit_peak(np.array([0.5, -2.0]), limit=0.5)
+    array([ 0.125, -0.5  ])
+    """
+    peak = float(np.max(np.abs(signal))) if len(signal) else 0.0
+    return signal * (limit / peak) if peak > limit else signal
 
 
 def _energy_db(x: np.ndarray) -> float:
@@ -62,7 +118,7 @@ def eval_mean_square(x) -> float:
     >>> eval_mean_square(np.array([1.0, -1.0, 1.0, -1.0]))
     1.0
     """
-    array = _as_signal(x, "signal")
+    array = as_signal(x, "signal")
     return float(np.mean(array * array))
 
 
@@ -116,7 +172,7 @@ def eval_rms_db(x) -> float:
     >>> eval_rms_db(np.zeros(4))
     -inf
     """
-    array = _as_signal(x, "signal")
+    array = as_signal(x, "signal")
     return _energy_db(array) - float(10.0 * np.log10(array.size))
 
 
@@ -193,7 +249,7 @@ def apply_gain(x, gain_db) -> np.ndarray:
     >>> apply_gain(np.ones(3, dtype=np.float32), 6.0).shape
     (3,)
     """
-    array = _as_signal(x, "signal")
+    array = as_signal(x, "signal")
     return array * gain_to_mult(gain_db)
 
 
@@ -225,7 +281,7 @@ def normalize_to_rms(x, target_rms_db: float):
     """
     if not np.isfinite(target_rms_db):
         raise ValueError(f"target_rms_db must be finite, got {target_rms_db}")
-    array = _as_signal(x, "signal")
+    array = as_signal(x, "signal")
     level_db = eval_rms_db(array)
     if level_db == -np.inf:
         raise ValueError("signal is silent (all zeros); cannot normalize it to an RMS level")
@@ -261,8 +317,8 @@ def eval_snr(estimate, signal) -> float:
     >>> round(eval_snr(s * 1.1, s), 6)
     20.0
     """
-    est = _as_signal(estimate, "estimate")
-    ref = _as_signal(signal, "signal")
+    est = as_signal(estimate, "estimate")
+    ref = as_signal(signal, "signal")
     if est.shape != ref.shape:
         raise ValueError(f"estimate shape {est.shape} differs from signal shape {ref.shape}")
     signal_db = _energy_db(ref)
@@ -310,8 +366,8 @@ def mix_speech_with_noise(signal, noise, rms_signal_db: float, snr_db: float):
         raise ValueError(f"snr_db must be finite, got {snr_db}")
     if not np.isfinite(rms_signal_db):
         raise ValueError(f"rms_signal_db must be finite, got {rms_signal_db}")
-    sig = _as_signal(signal, "signal")
-    noi = _as_signal(noise, "noise")
+    sig = as_signal(signal, "signal")
+    noi = as_signal(noise, "noise")
     if sig.shape != noi.shape:
         raise ValueError(
             f"signal shape {sig.shape} and noise shape {noi.shape} differ; "

@@ -26,7 +26,7 @@ from custom_modules.audio.files import (
     read_json,
     recorded_set_manifest,
 )
-from custom_modules.data.sampling import derive_seed_sequences
+from custom_modules.audio.seeding import derive_seed_sequences
 
 FIXED_SET_FORMAT = 1
 

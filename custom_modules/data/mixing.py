@@ -53,11 +53,12 @@ import scipy.fft
 
 from custom_modules.audio.levels import eval_rms_db, gain_to_mult
 from custom_modules.audio.rir import decay_rir, early_rir, estimate_rt60
+from custom_modules.audio.seeding import derive_seed_sequences
 
 # The Dataset and the fixed-set writer live in a helper module (file size);
 # they are part of this module's interface.
 from custom_modules.data.fixed_sets import OnTheFlyDataset, fixed_set_digest, write_fixed_set
-from custom_modules.data.sampling import derive_seed_sequences
+from custom_modules.data.ranges import draw_uniform
 
 REVERB_TARGETS = ("dry", "early", "decay", "reverberant")
 CLIP_HEADROOM = 0.99
@@ -78,13 +79,6 @@ class MixtureExample:
     speech: np.ndarray | None
     noise: np.ndarray | None
     metadata: dict
-
-
-def _uniform(rng, bounds, name):
-    low, high = (float(b) for b in bounds)
-    if not (np.isfinite(low) and np.isfinite(high) and low <= high):
-        raise ValueError(f"{name} must be a finite (low, high) range, got {bounds}")
-    return float(rng.uniform(low, high)) if high > low else low
 
 
 class RandomMixtureSampler:
@@ -204,8 +198,8 @@ class RandomMixtureSampler:
         self.num_clipped = 0
         # Validate the ranges once (raises on a bad range).
         probe = np.random.default_rng(0)
-        _uniform(probe, self.noise_gain_range_db, "noise_gain_range_db")
-        _uniform(probe, self.mixture_gain_range_db, "mixture_gain_range_db")
+        draw_uniform(probe, self.noise_gain_range_db, "noise_gain_range_db")
+        draw_uniform(probe, self.mixture_gain_range_db, "mixture_gain_range_db")
         self.reseed(rng)
 
     @property
@@ -402,8 +396,10 @@ class RandomMixtureSampler:
         wet, target, target_db, meta = self._draw_speech()
         noise, noise_db, noise_meta = self._draw_noise()
         meta.update(noise_meta)
-        noise_gain_db = _uniform(self.rng, self.noise_gain_range_db, "noise_gain_range_db")
-        mixture_gain_db = _uniform(self.rng, self.mixture_gain_range_db, "mixture_gain_range_db")
+        noise_gain_db = draw_uniform(self.rng, self.noise_gain_range_db, "noise_gain_range_db")
+        mixture_gain_db = draw_uniform(
+            self.rng, self.mixture_gain_range_db, "mixture_gain_range_db"
+        )
 
         speech_gain_db = self.normalization_rms_db - target_db
         noise_scale_db = self.normalization_rms_db + noise_gain_db - noise_db

@@ -27,10 +27,10 @@ from custom_modules.audio.files import (
     read_json,
     recorded_set_manifest,
 )
+from custom_modules.audio.seeding import derive_seed_sequences
 from custom_modules.data.fixed_sets import float_wav_bytes
-from custom_modules.data.sampling import derive_seed_sequences
 from custom_modules.data.triplets import CLIP_PEAK, SpeakerPool, TripletMaker, noise_pool
-from data_prepare.inspection import _pool_context
+from data_prepare.inspection import pool_context
 
 logger = logging.getLogger(__name__)
 
@@ -298,7 +298,7 @@ def write_triplets(
         # would respawn it forever); fork where available, as data preparation.
         with ProcessPoolExecutor(
             int(num_workers),
-            mp_context=_pool_context(),
+            mp_context=pool_context(),
             initializer=_init_worker,
             initargs=init_args,
         ) as executor:

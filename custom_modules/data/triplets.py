@@ -62,6 +62,7 @@ import pyloudnorm
 
 from custom_modules.audio.files import load_manifest, read_audio
 from custom_modules.audio.loudness import ABSOLUTE_GATE_LUFS, normalize_loudness
+from custom_modules.data.ranges import check_range, draw_uniform
 
 logger = logging.getLogger(__name__)
 
@@ -177,21 +178,6 @@ def noise_pool(manifest_path, data_root=None, sr=16000) -> tuple:
     return utterances, _utterances_digest(utterances)
 
 
-def _uniform(rng, bounds, name) -> float:
-    low, high = _check_range(bounds, name)
-    return float(rng.uniform(low, high)) if high > low else low
-
-
-def _check_range(bounds, name) -> tuple:
-    try:
-        low, high = (float(b) for b in bounds)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{name} must be a (low, high) pair, got {bounds!r}") from err
-    if not (np.isfinite(low) and np.isfinite(high) and low <= high):
-        raise ValueError(f"{name} must be a finite (low, high) range, got {bounds!r}")
-    return low, high
-
-
 def _max_frames(seconds, sr, name):
     if seconds is None:
         return None
@@ -270,9 +256,9 @@ class TripletMaker:
         self.pool = pool
         self.sr = int(sr)
         self.loudness_lufs = float(loudness_lufs)
-        self.tir_db_range = _check_range(tir_db_range, "tir_db_range")
+        self.tir_db_range = check_range(tir_db_range, "tir_db_range")
         self.snr_db_range = (
-            None if snr_db_range is None else _check_range(snr_db_range, "snr_db_range")
+            None if snr_db_range is None else check_range(snr_db_range, "snr_db_range")
         )
         self.length_policy = length_policy
         self.max_frames = _max_frames(max_sec, self.sr, "max_sec")
@@ -288,7 +274,7 @@ class TripletMaker:
 
     def set_tir_db_range(self, tir_db_range) -> None:
         """Draw the target-to-interferer ratio from ``tir_db_range`` (dB) from now on."""
-        self.tir_db_range = _check_range(tir_db_range, "tir_db_range")
+        self.tir_db_range = check_range(tir_db_range, "tir_db_range")
 
     # -- drawing ----------------------------------------------------------
 
@@ -390,7 +376,7 @@ class TripletMaker:
         ref_len = self._cap(ref.frames, self.ref_max_frames)
         ref_off = self._offset(rng, ref.frames, ref_len)
         r_sig = self._read(ref, ref_off, ref_len)
-        tir_db = _uniform(rng, self.tir_db_range, "tir_db_range")
+        tir_db = draw_uniform(rng, self.tir_db_range, "tir_db_range")
         level = self.loudness_lufs
         t_sig, t_gain = normalize_loudness(t_sig, self.sr, level, self.meter)
         i_sig, i_gain = normalize_loudness(i_sig, self.sr, level - tir_db, self.meter)
@@ -425,7 +411,7 @@ class TripletMaker:
         }
         signals = {"target": t_sig, "interferer": i_sig}
         if self.noises is not None:
-            snr_db = _uniform(rng, self.snr_db_range, "snr_db_range")
+            snr_db = draw_uniform(rng, self.snr_db_range, "snr_db_range")
             n_sig, noise, n_off = self._noise(rng, length)
             n_sig, n_gain = normalize_loudness(n_sig, self.sr, level - snr_db, self.meter)
             if n_gain is None:

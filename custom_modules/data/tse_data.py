@@ -39,7 +39,8 @@ from custom_modules.data.librispeech_mixtures import (
     prepare_speech_splits,
     write_triplets,
 )
-from custom_modules.data.triplets import SpeakerPool, _check_range
+from custom_modules.data.ranges import check_range
+from custom_modules.data.triplets import SpeakerPool
 from data_prepare.plain import is_plain_root
 
 # Dataset outputs renamed to what the Brain reads (batch.mixture, batch.reference, batch.target).
@@ -199,8 +200,8 @@ class TirCurriculum:
     """
 
     def __init__(self, start_range, final_range, fraction):
-        self.start = _check_range(start_range, "tir_curriculum_start")
-        self.final = _check_range(final_range, "tir_db_range")
+        self.start = check_range(start_range, "tir_curriculum_start")
+        self.final = check_range(final_range, "tir_db_range")
         self.fraction = float(fraction)
         if not 0.0 <= self.fraction <= 1.0:
             raise ValueError(f"tir_curriculum_fraction must be in [0, 1], got {fraction}")

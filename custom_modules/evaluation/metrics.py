@@ -28,7 +28,7 @@ import numpy as np
 import pesq as pesq_lib
 import pystoi
 
-from custom_modules.audio.levels import eval_snr
+from custom_modules.audio.levels import as_signal, eval_snr
 
 METRIC_NAMES = ("snr", "si_snr", "stoi", "pesq")
 
@@ -37,22 +37,17 @@ class MetricError(ValueError):
     """A metric that is undefined for the given signals (the message says why)."""
 
 
-def _as_signal(x, name: str) -> np.ndarray:
-    """1-D float64 numpy copy of a numpy array, list or (CPU/GPU) torch tensor."""
-    if hasattr(x, "detach"):  # torch tensor, without importing torch here
-        x = x.detach().cpu().numpy()
-    array = np.asarray(x, dtype=np.float64)
-    if array.ndim != 1:
-        raise MetricError(f"{name} must be 1-D (samples,), got shape {array.shape}")
-    if array.size == 0:
-        raise MetricError(f"{name} is empty")
-    if not np.all(np.isfinite(array)):
-        raise MetricError(f"{name} contains NaN or Inf values")
-    return array
+def as_signal_pair(estimate, reference):
+    """Both signals as checked 1-D float64 arrays of equal length (else ``MetricError``).
 
-
-def _as_pair(estimate, reference):
-    est, ref = _as_signal(estimate, "estimate"), _as_signal(reference, "reference")
+    Example
+    -------
+    >>> est, ref = as_signal_pair([1.0, 0.0], [0.5, 0.5])
+    >>> est.dtype, ref.shape
+    (dtype('float64'), (2,))
+    """
+    est = as_signal(estimate, "estimate", error=MetricError, one_d=True)
+    ref = as_signal(reference, "reference", error=MetricError, one_d=True)
     if est.shape != ref.shape:
         raise MetricError(f"estimate has {est.size} samples but reference has {ref.size}")
     return est, ref
@@ -72,7 +67,7 @@ def snr(estimate, reference) -> float:
     >>> round(snr(ref * 1.1, ref), 6)
     20.0
     """
-    est, ref = _as_pair(estimate, reference)
+    est, ref = as_signal_pair(estimate, reference)
     _check_not_silent(ref)
     return float(eval_snr(est, ref))
 
@@ -92,7 +87,7 @@ def si_snr(estimate, reference) -> float:
     >>> round(si_snr(5 * noisy, ref), 9) == round(si_snr(noisy, ref), 9)
     True
     """
-    est, ref = _as_pair(estimate, reference)
+    est, ref = as_signal_pair(estimate, reference)
     est, ref = est - est.mean(), ref - ref.mean()
     if not np.any(ref):
         raise MetricError("reference is constant (silent once zero-mean); SI-SNR is undefined")
@@ -110,7 +105,7 @@ def stoi(estimate, reference, sr=16000, extended=False) -> float:
     frames 40 dB below the loudest, fewer than 30 frames (~384 ms) remain
     (pystoi itself would only warn and return 1e-5).
     """
-    est, ref = _as_pair(estimate, reference)
+    est, ref = as_signal_pair(estimate, reference)
     _check_not_silent(ref)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -131,7 +126,7 @@ def pesq_wb(estimate, reference, sr=16000) -> float:
     """
     if sr != 16000:
         raise MetricError(f"wide-band PESQ needs 16000 Hz audio, got {sr} Hz")
-    est, ref = _as_pair(estimate, reference)
+    est, ref = as_signal_pair(estimate, reference)
     try:
         return float(pesq_lib.pesq(sr, ref, est, "wb"))
     except pesq_lib.PesqError as err:

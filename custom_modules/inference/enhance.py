@@ -78,9 +78,9 @@ import numpy as np
 import torch
 
 from custom_modules.audio.files import AUDIO_EXTENSIONS, AudioFileError, open_audio_writer
+from custom_modules.audio.levels import PEAK_LIMIT, peak_gain
 from custom_modules.inference.chunked_audio import ResampledReader, enhance_in_chunks
 
-PEAK_LIMIT = 0.999  # highest output magnitude written to 16-bit PCM (-0.009 dBFS)
 CAUSAL_RAMP_SEC = 0.02  # crossfade ramp between chunks of a causal model
 
 
@@ -250,7 +250,7 @@ def enhance_file(
             )
         except ValueError as err:
             raise AudioFileError(f"{input_path}: {err}") from err
-        gain = PEAK_LIMIT / peak if peak > PEAK_LIMIT else 1.0
+        gain = peak_gain(peak)
         scratch.seek(0)
         block_bytes = 4 * (hop + overlap)
         with open_audio_writer(output_path, sample_rate, subtype="PCM_16") as out:

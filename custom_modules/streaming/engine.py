@@ -194,7 +194,7 @@ class StreamingEnhancer:
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
         if backend == "onnx":
-            from custom_modules.streaming.export import export_model
+            from custom_modules.streaming.onnx_step import export_model
 
             return cls.from_onnx(export_model(model, sample_rate))
         step = FusedUNetStep(model.engine)
@@ -227,7 +227,7 @@ class StreamingEnhancer:
     @classmethod
     def from_onnx(cls, source):
         """Enhancer running an exported step (path or bytes of a ``.onnx`` file) in onnxruntime."""
-        from custom_modules.streaming.export import onnx_runner
+        from custom_modules.streaming.onnx_step import onnx_runner
 
         runner, meta = onnx_runner(source)
         return cls(

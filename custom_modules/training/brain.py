@@ -17,7 +17,8 @@ What lives here, so that recipes do not copy each other:
   ``hparams.tensorboard_audio_every`` steps and of the first validation
   example every epoch; only on the main process and only when
   ``hparams.use_tensorboard`` is true;
-* the test report: a per-utterance CSV, a JSON summary, a printed table and
+* the test report (written by :mod:`custom_modules.training.reporting`): a
+  per-utterance CSV, a JSON summary, a printed table and
   ``hparams.num_examples_to_save`` example triplets (wavs + PNG).
 
 Hyperparameters read (all recipe YAML keys): ``sample_rate``,
@@ -29,8 +30,6 @@ Hyperparameters read (all recipe YAML keys): ``sample_rate``,
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import math
@@ -38,7 +37,6 @@ import time
 from collections import deque
 from pathlib import Path
 
-import numpy as np
 import speechbrain as sb
 import torch
 from speechbrain.utils.checkpoints import (
@@ -49,31 +47,21 @@ from speechbrain.utils.checkpoints import (
 from speechbrain.utils.distributed import if_main_process
 from speechbrain.utils.epoch_loop import EpochCounter
 
-from custom_modules.audio.files import (
-    atomic_write_json,
-    atomic_write_text,
-    check_safe_id,
-    read_json,
-    write_audio,
-)
+from custom_modules.audio.files import read_json
+from custom_modules.audio.levels import limit_peak
 from custom_modules.evaluation.metrics import MetricComputer, summarize
-from custom_modules.evaluation.plotting import save_spectrograms_png, spectrogram_image
+from custom_modules.evaluation.plotting import spectrogram_image
+from custom_modules.training.reporting import (
+    as_float,
+    test_summary,
+    write_example,
+    write_test_report,
+)
 
 logger = logging.getLogger(__name__)
 
 # Utterances in flight per metric worker before the Brain waits for results.
 MAX_PENDING_PER_WORKER = 16
-# Display names; every metric is higher-is-better, the table shows estimate − mixture.
-METRIC_LABELS = {
-    "snr": "SNR",
-    "si_snr": "SI-SDR",
-    "stoi": "STOI",
-    "pesq": "PESQ",
-    "bss_sdr": "SDR (BSS Eval)",
-    "wsdr": "wSDR",
-    "si_snr_zero_ref": "SI-SDR, zero reference",
-    "si_snr_other_ref": "SI-SDR, other speaker's reference",
-}
 
 
 @register_checkpoint_hooks
@@ -292,15 +280,17 @@ class EnhancementBrain(sb.Brain):
 
     # ---- training -------------------------------------------------------
     def on_fit_batch_start(self, batch, should_step):
-        """In debug mode, print which mixtures this rank drew first (the DDP test reads it)."""
+        """In debug mode, log which mixtures this rank drew first (the DDP test reads it)."""
         if self.debug and not self.first_batch_reported:
             self.first_batch_reported = True
             rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
             checksum = float(batch.mixture.data.double().abs().sum())
-            print(
-                f"[rank {rank}] epoch {self.current_epoch} first training batch: "
-                f"ids={list(batch.id)} checksum={checksum:.6f}",
-                flush=True,
+            logger.info(
+                "[rank %d] epoch %d first training batch: ids=%s checksum=%.6f",
+                rank,
+                self.current_epoch,
+                list(batch.id),
+                checksum,
             )
 
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
@@ -417,7 +407,7 @@ class EnhancementBrain(sb.Brain):
         ):
             est = {**est, **{name: pair[0] for name, pair in scores.items()}}
             mix = {**mix, **{name: pair[1] for name, pair in scores.items()}}
-            row = {"id": est["id"], "input_snr_db": _as_float(snr)}
+            row = {"id": est["id"], "input_snr_db": as_float(snr)}
             if condition is not None:
                 row["condition"] = condition
             for key in self.hparams.test_metrics:
@@ -445,11 +435,8 @@ class EnhancementBrain(sb.Brain):
         for uid, mix, tgt, est in zip(ids, mixtures, targets, estimates, strict=True):
             if self.examples_written >= self.hparams.num_examples_to_save:
                 return
-            check_safe_id(uid, "test set")  # becomes a folder name
             signals = {"mixture": mix, "target": tgt, "estimate": est}
-            for name, signal in signals.items():
-                write_audio(folder / uid / f"{name}.wav", _peak_safe(signal), sr)
-            save_spectrograms_png(folder / uid / "spectrograms.png", signals, sr=sr, title=uid)
+            write_example(folder, uid, signals, sr)
             self.examples_written += 1
 
     def _log_audio(self, tag, signals, step):
@@ -458,7 +445,7 @@ class EnhancementBrain(sb.Brain):
             return
         sr = self.hparams.sample_rate
         for name, signal in signals.items():
-            tensor = torch.from_numpy(_peak_safe(signal)).float().unsqueeze(0)
+            tensor = torch.from_numpy(limit_peak(signal)).float().unsqueeze(0)
             self.tb_writer.add_audio(f"{tag}_audio/{name}", tensor, step, sample_rate=sr)
             image = spectrogram_image(signal, sr=sr)
             self.tb_writer.add_image(f"{tag}_spectrogram/{name}", image, step, dataformats="HWC")
@@ -535,17 +522,7 @@ class EnhancementBrain(sb.Brain):
     def _finish_test_report(self, stats):
         rows = self.test_rows
         metrics = self.hparams.test_metrics
-        summary = {"num_utterances": len(rows), "loss": float(stats["loss"])}
-        for key in metrics:
-            for part in ("mixture", "estimate", "delta"):
-                values = np.array([r[f"{key}_{part}"] for r in rows], dtype=float)
-                finite = values[np.isfinite(values)]
-                summary[f"{key}_{part}"] = float(finite.mean()) if finite.size else math.nan
-                if part == "estimate":
-                    summary[f"{key}_failures"] = int(values.size - finite.size)
-        by_condition = summarize_by_condition(rows, metrics)
-        if by_condition:
-            summary["by_condition"] = by_condition
+        summary = test_summary(rows, metrics, stats["loss"])
         self.test_summary = summary
         self.hparams.train_logger.log_stats(
             stats_meta={"Epoch loaded": self.hparams.epoch_counter.current},
@@ -553,87 +530,6 @@ class EnhancementBrain(sb.Brain):
         )
         if not if_main_process():
             return
-        folder = Path(self.hparams.test_report_folder)
-        fields = (
-            ["id", "input_snr_db"]
-            + (["condition"] if by_condition else [])
-            + [f"{k}_{p}" for k in metrics for p in ("mixture", "estimate", "delta")]
-            + ["errors"]
+        write_test_report(
+            self.hparams.test_report_folder, rows, summary, metrics, self.hparams.checkpoint_key
         )
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=fields, restval="")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: _fmt(v) for k, v in row.items()})
-        atomic_write_text(folder / "per_utterance.csv", buffer.getvalue())
-        atomic_write_json(folder / "summary.json", summary)
-        table = format_results_table(summary, metrics)
-        atomic_write_text(folder / "results_table.md", table + "\n")
-        print(f"\nTest set ({len(rows)} utterances, best {self.hparams.checkpoint_key} checkpoint)")
-        print(table)
-        for condition, part in by_condition.items():
-            print(f"\n{condition} ({part['num_utterances']} utterances)")
-            print(format_results_table(part, metrics))
-        print(f"Per-utterance results: {folder / 'per_utterance.csv'}")
-        print(f"Examples (wavs + spectrogram PNGs): {folder / 'examples'}")
-
-
-def summarize_by_condition(rows, metrics) -> dict:
-    """Means of every metric part per ``condition`` of the rows (e.g. dry / reverberant speech).
-
-    Example
-    -------
-    >>> rows = [{"condition": "dry", "stoi_mixture": 0.6, "stoi_estimate": 0.8, "stoi_delta": 0.2},
-    ...         {"condition": "reverberant", "stoi_mixture": 0.5, "stoi_estimate": 0.5,
-    ...          "stoi_delta": 0.0}]
-    >>> summarize_by_condition(rows, ["stoi"])["dry"]["stoi_delta"]
-    0.2
-    """
-    groups = {}
-    for row in rows:
-        if row.get("condition") is not None:
-            groups.setdefault(row["condition"], []).append(row)
-    result = {}
-    for condition in sorted(groups):
-        part = {"num_utterances": len(groups[condition])}
-        for key in metrics:
-            for which in ("mixture", "estimate", "delta"):
-                values = np.array([r[f"{key}_{which}"] for r in groups[condition]], dtype=float)
-                finite = values[np.isfinite(values)]
-                part[f"{key}_{which}"] = float(finite.mean()) if finite.size else math.nan
-        result[condition] = part
-    return result
-
-
-def format_results_table(summary, metrics):
-    """Markdown table: metric | mixture | estimate | improvement.
-
-    Example
-    -------
-    >>> s = {"stoi_mixture": 0.7, "stoi_estimate": 0.8, "stoi_delta": 0.1}
-    >>> print(format_results_table(s, ["stoi"]).splitlines()[2])
-    | STOI | 0.700 | 0.800 | +0.100 |
-    """
-    lines = ["| metric | mixture | estimate | improvement |", "|---|---|---|---|"]
-    for key in metrics:
-        label = METRIC_LABELS.get(key, key)
-        mix, est, delta = (summary[f"{key}_{p}"] for p in ("mixture", "estimate", "delta"))
-        lines.append(f"| {label} | {mix:.3f} | {est:.3f} | {delta:+.3f} |")
-    return "\n".join(lines)
-
-
-def _peak_safe(signal):
-    """Scale a signal down only if it would clip when written as 16-bit PCM."""
-    peak = float(np.max(np.abs(signal))) if len(signal) else 0.0
-    return signal / peak * 0.99 if peak > 0.99 else signal
-
-
-def _as_float(value):
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def _fmt(value):
-    return f"{value:.4f}" if isinstance(value, float) else value

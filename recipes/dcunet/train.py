@@ -38,8 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a clone
 from custom_modules.data.corruption import StftCorruptedDataset, merge_test_reports  # noqa: E402
 from custom_modules.data.recipe_data import enhancement_datasets, prepare_enhancement_data  # noqa: E402
 from custom_modules.evaluation.wsdr import WSDRMetricMixin  # noqa: E402
-from custom_modules.training.brain import METRIC_LABELS, EnhancementBrain  # noqa: E402
+from custom_modules.training.brain import EnhancementBrain  # noqa: E402
 from custom_modules.training.experiment import setup_experiment, train_and_evaluate  # noqa: E402
+from custom_modules.training.reporting import METRIC_LABELS  # noqa: E402
 
 CORRUPTIONS = ("stft", "mixer")
 
