@@ -253,6 +253,21 @@ def _resolved_yaml(hparams_file, overrides) -> str:
         raise ExperimentError(f"{hparams_file}: {_one_line(message)}") from err
 
 
+def log_rank_to_stderr(name="custom_modules") -> None:
+    """INFO records of ``name`` on stderr (SpeechBrain configures logging on the main process only).
+
+    Used in debug mode on the other ranks of a distributed run, so that what each
+    rank reports (e.g. the mixtures of its first training batch) can be read.
+    """
+    target = logging.getLogger(name)
+    if not any(getattr(h, "_sb_enhance_rank", False) for h in target.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s:%(name)s:%(message)s"))
+        handler._sb_enhance_rank = True
+        target.addHandler(handler)
+    target.setLevel(logging.INFO)
+
+
 def setup_experiment(argv):
     """Parse the command line, join DDP if launched by torchrun, load the YAML.
 
@@ -292,6 +307,8 @@ def setup_experiment(argv):
         overrides=overrides,
     )
     install_error_hook(run_opts["debug"])  # SpeechBrain installed its own
+    if run_opts["debug"] and not sb.utils.distributed.if_main_process():
+        log_rank_to_stderr()
     # SpeechBrain copies its caller (this file) next to the results; keep the recipe too.
     recipe_script = getattr(sys.modules["__main__"], "__file__", None)
     if recipe_script and sb.utils.distributed.if_main_process():
