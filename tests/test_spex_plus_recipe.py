@@ -24,12 +24,16 @@ import pytest
 import soundfile as sf
 import torch
 import torchaudio
+from hyperpyyaml import resolve_references
 
 # Autouse fixture: each test runs torch on one thread (see test_spex_plus.py).
 from test_spex_plus import one_thread  # noqa: E402, F401
 
 from custom_modules.data.datasets import load_resampled
 from custom_modules.evaluation.metrics import si_snr
+from custom_modules.inference import speaker_extraction as extraction
+from custom_modules.training.experiment import load_hparams
+from custom_modules.training.tse import SpexPlusBrain, resolve_num_speakers
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "spex_plus"
@@ -39,18 +43,13 @@ NUM_SPEAKERS = 3
 
 
 def _load(name):
-    """A recipe script as a module with a unique name (other recipes have a train.py too)."""
+    """A recipe command-line script as a module with a unique name (other recipes have one too)."""
     unique = f"spex_plus_{name}"
     if unique not in sys.modules:
-        sys.path.insert(0, str(RECIPE))
         spec = importlib.util.spec_from_file_location(unique, RECIPE / f"{name}.py")
         sys.modules[unique] = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(sys.modules[unique])
     return sys.modules[unique]
-
-
-spex_train = _load("train")
-extraction = _load("spex_extraction")
 
 
 def voice(rng, seconds, f0, sr=SR):
@@ -85,13 +84,17 @@ def make_custom_dir(folder: Path, with_targets=True):
 def run_folder(tmp_path_factory):
     """A run folder as train.py leaves it; returns (folder, state dict of the best checkpoint)."""
     folder = tmp_path_factory.mktemp("spex") / "run"
-    overrides = {"output_folder": str(folder), "data_folder": str(folder.parent),
-                 "num_speakers": NUM_SPEAKERS}  # fmt: skip
-    hparams = spex_train.load_hparams(CPU_YAML, overrides)
-    spex_train.save_resolved_hparams(CPU_YAML, overrides, folder)
+    overrides = {"output_folder": str(folder), "data_folder": str(folder.parent)}
+    # As train.py: hyperparams.yaml records the YAML's num_speakers (0), the head is sized
+    # from the prepared data, and a checkpoint sizes it again when a tool loads the run.
+    folder.mkdir(parents=True)
+    with open(CPU_YAML, encoding="utf-8") as fin:
+        (folder / "hyperparams.yaml").write_text(resolve_references(fin, overrides).getvalue())
+    hparams = load_hparams(CPU_YAML, overrides)
+    assert resolve_num_speakers(hparams, NUM_SPEAKERS) == NUM_SPEAKERS
     model, checkpointer = hparams["model"], hparams["checkpointer"]
     # The Brain registers itself in the checkpointer, as in training.
-    spex_train.SpexPlusBrain(modules=hparams["modules"], hparams=hparams, checkpointer=checkpointer)
+    SpexPlusBrain(modules=hparams["modules"], hparams=hparams, checkpointer=checkpointer)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for param in model.parameters():  # away from the initialisation, reproducibly
@@ -108,7 +111,7 @@ def run_folder(tmp_path_factory):
 def best_model(run_folder):
     """The CPU model with the best checkpoint's weights, in eval mode."""
     folder, state = run_folder
-    hparams = spex_train.load_hparams(
+    hparams = load_hparams(
         CPU_YAML,
         {"output_folder": str(folder), "data_folder": str(folder), "num_speakers": NUM_SPEAKERS},
     )

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import csv
 import doctest
-import importlib.util
 import math
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -46,8 +44,14 @@ from custom_modules.data.tse_data import (
 from custom_modules.evaluation.metrics import si_snr
 from custom_modules.training import speaker_pretraining, tse
 from custom_modules.training.brain import WarmupCosineSchedule
+from custom_modules.training.experiment import load_hparams
 from custom_modules.training.speaker_pretraining import SpeakerCrops, pretrain_speaker_branch
-from custom_modules.training.tse import OtherReferences, SpeakerExtractionBrain, speaker_accuracy
+from custom_modules.training.tse import (
+    OtherReferences,
+    SpeakerExtractionBrain,
+    SpexPlusBrain,
+    speaker_accuracy,
+)
 from data_prepare.plain import assign_splits, speech_items
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,16 +69,6 @@ TINY = {
     "num_stacks": 1,
     "blocks_per_stack": 2,
 }
-
-
-def _spex_train():
-    """recipes/spex_plus/train.py as a module (the name test.py and other tests use)."""
-    name = "spex_plus_train"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, RECIPE / "train.py")
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
 
 
 def write_plain_corpus(root, num_speakers=8, utterances=3, seed=0):
@@ -236,14 +230,13 @@ def test_tir_curriculum_is_applied_to_the_onthefly_set(plain_corpus, tmp_path):
 
 # ---- the recipe's Brain on a tiny model --------------------------------------------------
 def tiny_brain(tmp_path, **overrides):
-    train = _spex_train()
     values = {
         **TINY, "num_speakers": 3, "output_folder": str(tmp_path / "run"),
         "data_folder": str(tmp_path), "metric_workers": 0, "use_tensorboard": False,
         "num_examples_to_save": 0, **overrides,
     }  # fmt: skip
-    hparams = train.load_hparams(CPU_YAML, values)
-    return train.SpexPlusBrain(
+    hparams = load_hparams(CPU_YAML, values)
+    return SpexPlusBrain(
         modules=hparams["modules"],
         opt_class=hparams["opt_class"],
         hparams=hparams,

@@ -122,7 +122,55 @@ class SpexPlus(nn.Module):
             nn.ConvTranspose1d(num_filters, 1, k, stride=stride) for k in self.encoder.kernel_sizes
         )
         self.num_speakers = int(num_speakers)
+        self.embedding_dim = int(embedding_dim)
+        # Built last: a head added later (add_speaker_head) draws from this random state.
+        self._head_rng_state = torch.get_rng_state()
         self.speaker_head = nn.Linear(embedding_dim, num_speakers) if num_speakers > 0 else None
+
+    def add_speaker_head(self, num_speakers: int) -> None:
+        """Add the speaker-classification head to a model built with ``num_speakers=0``.
+
+        The head is built from the torch random state the constructor ended with,
+        and the global torch random state is left where a constructor given
+        ``num_speakers`` would have left it: when nothing else was meant to draw
+        random numbers in between (the recipe calls it after building its
+        objects and preparing its data), model and run are those of a model
+        constructed with ``num_speakers``.
+
+        Example
+        -------
+        >>> sizes = dict(num_filters=8, kernel_sizes=(4, 8, 16), bottleneck_channels=8,
+        ...              hidden_channels=8, embedding_dim=6, speaker_hidden_channels=8,
+        ...              speaker_block_channels=(8,), num_stacks=1, blocks_per_stack=1)
+        >>> _ = torch.manual_seed(0)
+        >>> given = SpexPlus(num_speakers=3, **sizes)
+        >>> _ = torch.manual_seed(0)
+        >>> later = SpexPlus(num_speakers=0, **sizes)
+        >>> later.add_speaker_head(3)
+        >>> torch.equal(later.speaker_head.weight, given.speaker_head.weight)
+        True
+        """
+        if self.speaker_head is not None:
+            raise ValueError(f"the model has a {self.num_speakers}-speaker head already")
+        if num_speakers < 1:
+            raise ValueError(f"num_speakers must be >= 1, got {num_speakers}")
+        device = next(self.parameters()).device
+        torch.set_rng_state(self._head_rng_state)
+        self.speaker_head = nn.Linear(self.embedding_dim, int(num_speakers)).to(device)
+        self.num_speakers = int(num_speakers)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """A checkpoint with a speaker head loads into a model built with ``num_speakers=0``.
+
+        (A run records ``num_speakers: 0`` when the recipe sized the head from its data.)
+        """
+        weight = state_dict.get(f"{prefix}speaker_head.weight")
+        if self.speaker_head is None and weight is not None:
+            with torch.random.fork_rng(devices=[]):  # overwritten by the checkpoint anyway
+                head = nn.Linear(self.embedding_dim, weight.shape[0])
+            self.speaker_head = head.to(next(self.parameters()).device)
+            self.num_speakers = int(weight.shape[0])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def min_reference_samples(self) -> int:

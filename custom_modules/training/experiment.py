@@ -45,6 +45,7 @@ from datetime import date
 from pathlib import Path
 
 import speechbrain as sb
+import yaml
 from hyperpyyaml import load_hyperpyyaml, resolve_references
 from ruamel.yaml import YAML
 
@@ -251,6 +252,25 @@ def _resolved_yaml(hparams_file, overrides) -> str:
     except (ValueError, KeyError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         raise ExperimentError(f"{hparams_file}: {_one_line(message)}") from err
+
+
+def load_hparams(hparams_file, overrides=None):
+    """HyperPyYAML load of ``hparams_file`` with ``overrides`` (YAML text or dict)."""
+    with open(hparams_file, encoding="utf-8") as fin:
+        return load_hyperpyyaml(fin, overrides)
+
+
+def overrides_dict(overrides) -> dict:
+    """Overrides (YAML text from ``sb.parse_arguments``, a dict or None) as a new dict.
+
+    Example
+    -------
+    >>> overrides_dict("lr: 0.001\nbatch_size: 4"), overrides_dict(None)
+    ({'lr': 0.001, 'batch_size': 4}, {})
+    """
+    if isinstance(overrides, str):
+        return dict(yaml.safe_load(overrides) or {})
+    return dict(overrides or {})
 
 
 def log_rank_to_stderr(name="custom_modules") -> None:

@@ -1,9 +1,12 @@
-"""Shared Brain of target speaker extraction: diagnostics, curriculum, schedules, pretraining.
+"""Brains of target speaker extraction: diagnostics, curriculum, schedules, pretraining; SpEx+.
 
 :class:`SpeakerExtractionBrain` is an :class:`custom_modules.training.brain.EnhancementBrain`
-whose model takes ``(mixture, reference, reference_lengths)`` (SpEx+). A
-recipe adds ``estimate_from_outputs`` and ``compute_objectives``. What it
-brings, each read from the recipe YAML:
+whose model takes ``(mixture, reference, reference_lengths)``;
+:class:`SpexPlusBrain` adds SpEx+'s ``estimate_from_outputs`` and
+``compute_objectives`` (shared by ``recipes/spex_plus/train.py`` and its
+evaluation command ``test.py``), and :func:`resolve_num_speakers` sizes the
+speaker head from the prepared data (``num_speakers: 0`` in the YAML). What
+``SpeakerExtractionBrain`` brings, each read from the recipe YAML:
 
 * **Speaker accuracy**: :func:`speaker_accuracy` of the speaker head on the
   training batches; the recipe logs it with its loss components
@@ -45,8 +48,9 @@ import math
 import speechbrain as sb
 import torch
 
-from custom_modules.data.tse_data import TirCurriculum, speech_manifest_path
+from custom_modules.data.tse_data import TirCurriculum, speakers_file, speech_manifest_path
 from custom_modules.evaluation.metrics import MetricError, si_snr
+from custom_modules.models.spex_plus import si_sdr
 from custom_modules.training.brain import EnhancementBrain, trim_batch
 
 logger = logging.getLogger(__name__)
@@ -270,3 +274,61 @@ class SpeakerExtractionBrain(EnhancementBrain):
                 score = math.nan if others is None else _score(others[i], tgt)
                 row[name] = (score, _score(mix, tgt))
         return rows
+
+
+class SpexPlusBrain(SpeakerExtractionBrain):
+    """SpEx+: (mixture, reference) in, target speaker's waveform out (``SpexPlusOutput``).
+
+    Training minimises ``hparams.loss`` (multi-scale negative SI-SDR plus the
+    weighted cross-entropy of the speaker head); validation and test score the
+    short-window output ``s1`` only (the speakers are unseen: no CE).
+    """
+
+    def estimate_from_outputs(self, outputs):
+        """The extracted speech: the short-window estimate s1, (batch, samples)."""
+        return outputs.estimates[:, 0]
+
+    def compute_objectives(self, predictions, batch, stage):
+        """Training: multi-scale SI-SDR + CE (+ head accuracy). Valid/test: -SI-SDR of s1."""
+        target, lengths = batch.target
+        if stage == sb.Stage.TRAIN:
+            total, weighted_si_sdr, ce = self.hparams.loss(
+                predictions.estimates,
+                target,
+                lengths,
+                logits=predictions.speaker_logits,
+                speaker_index=batch.speaker_index,
+            )
+            accuracy = speaker_accuracy(predictions.speaker_logits, batch.speaker_index)
+            self.log_train_losses(loss=total, si_sdr=weighted_si_sdr, ce=ce, speaker_acc=accuracy)
+            return total
+        estimate = self.estimate_from_outputs(predictions)
+        self.evaluate_estimates(batch, estimate, stage)
+        return -si_sdr(estimate, target, lengths).mean()
+
+
+def resolve_num_speakers(hparams, num_train_speakers: int) -> int:
+    """Size the speaker head of ``hparams["model"]`` from the prepared training speakers.
+
+    ``num_speakers: 0`` (the recipe YAMLs) adds a head of ``num_train_speakers``
+    classes (:meth:`custom_modules.models.spex_plus.SpexPlus.add_speaker_head`:
+    the same weights as a model built with that number); the YAML is neither
+    reloaded nor rewritten, so the run's ``hyperparams.yaml`` keeps 0 and loading
+    a checkpoint sizes the head. A value set by the user must cover every
+    training speaker (extra classes are allowed: they are never targets).
+
+    Returns
+    -------
+    int
+        The number of classes of the head.
+    """
+    requested = int(hparams["num_speakers"])
+    if requested == 0:
+        hparams["model"].add_speaker_head(num_train_speakers)
+        return num_train_speakers
+    if requested < num_train_speakers:
+        raise ValueError(
+            f"num_speakers={requested} but the training set has {num_train_speakers} target "
+            f"speakers ({speakers_file(hparams)}); use 0 (automatic) or at least {num_train_speakers}"
+        )
+    return requested

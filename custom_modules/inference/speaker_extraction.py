@@ -1,4 +1,4 @@
-"""Inference helpers of the SpEx+ recipe, shared by ``test.py`` and ``infer.py``.
+"""Target speaker extraction with a trained SpEx+ model (``recipes/spex_plus`` ``test.py`` and ``infer.py``).
 
 * :func:`load_for_model`: channel 0 of any audio file, resampled to the
   model's rate with ``torchaudio.functional.resample``.
@@ -8,6 +8,8 @@
   the reference and reused for every chunk.
 * :func:`chunked_evaluation`: SI-SDR of chunked and whole-utterance
   extraction on the same triplets.
+* :func:`extract_file`: one mixture file and one enrolment file in, the
+  extracted speech written at the mixture's rate (peak-limited, never clipped).
 
 Chunking
 --------
@@ -27,13 +29,15 @@ neighbours': the measured quality difference includes that.
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import torch
 import torchaudio
 
 from custom_modules.audio.files import read_audio as read_channel
-from custom_modules.audio.files import read_audio_info
+from custom_modules.audio.files import read_audio_info, write_audio
+from custom_modules.audio.levels import peak_gain
 from custom_modules.evaluation.metrics import si_snr
 from custom_modules.inference.enhance import enhance_in_chunks
 
@@ -199,3 +203,43 @@ def chunked_evaluation(model, dataset, sr, chunk_sec, overlap_sec):
         "si_sdr_whole", math.nan
     )
     return rows, summary
+
+
+def extract_file(run, mix_path, ref_path, out_path, chunk_sec=None, overlap_sec=0.5):
+    """Extract the speaker of ``ref_path`` from ``mix_path`` into ``out_path``; returns a report dict.
+
+    ``run`` is a loaded run (:func:`custom_modules.inference.run_loading.load_run`).
+    The output is at the mixture's rate, scaled down once when its peak exceeds
+    :data:`custom_modules.audio.levels.PEAK_LIMIT` (``gain_db`` in the report).
+    """
+    start = time.perf_counter()
+    model, sr = run.model, run.sample_rate
+    mixture, mix_sr, mix_channels = load_for_model(mix_path, sr)
+    reference, ref_sr, _ = load_for_model(ref_path, sr)
+    embedding = embed_reference(model, reference)
+    if chunk_sec:
+        chunk, overlap = chunk_lengths(model, chunk_sec, overlap_sec, sr)
+        estimate = extract_in_chunks(model, mixture, embedding, chunk, overlap)
+    else:
+        estimate = extract_whole(model, mixture, embedding)
+    if not np.all(np.isfinite(estimate)):
+        raise ValueError(f"{mix_path}: the model output has NaN or Inf values")
+    if mix_sr != sr:
+        estimate = torchaudio.functional.resample(torch.from_numpy(estimate), sr, mix_sr).numpy()
+    gain = peak_gain(float(np.max(np.abs(estimate))) if estimate.size else 0.0)
+    gain_db = 0.0
+    if gain < 1.0:
+        gain_db = 20 * np.log10(gain)
+        estimate = estimate * gain
+    write_audio(out_path, estimate.astype(np.float32), mix_sr)
+    seconds = time.perf_counter() - start
+    return {
+        "duration_sec": len(mixture) / sr,
+        "mix_sr": mix_sr,
+        "mix_channels": mix_channels,
+        "ref_sr": ref_sr,
+        "ref_sec": len(reference) / sr,
+        "gain_db": gain_db,
+        "seconds": seconds,
+        "rtf": seconds / max(len(mixture) / sr, 1e-9),
+    }
