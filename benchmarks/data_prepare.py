@@ -22,18 +22,12 @@ import io
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-
-if not __package__:
-    # Run as a file: this file's folder would shadow the ``data_prepare``
-    # package, so look up modules from the repository root instead.
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from custom_modules.audio.files import atomic_write_json
 from data_prepare.dns import prepare_dns

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/quality.py --test_set <fixed set folder> [--run <run folder> ...]
+    python -m benchmarks.quality --test_set <fixed set folder> [--run <run folder> ...]
         [--peers noisereduce rnnoise deepfilternet3 | none] [--max_utterances N]
         [--output_json results.json] [--metric_workers 2] [--max_delay_ms 100]
 
@@ -83,8 +83,6 @@ import numpy as np  # noqa: E402
 from scipy.signal import correlate, correlation_lags, resample_poly  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks._peers import (  # noqa: E402
     PEERS,
@@ -450,7 +448,7 @@ def _json_safe(node):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python benchmarks/quality.py",
+        prog="python -m benchmarks.quality",
         description="Enhancement quality (SI-SDR, STOI, PESQ-wb and deltas) and RTF on one "
         "thread of trained runs and peer systems on a fixed test set.",
     )

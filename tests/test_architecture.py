@@ -169,3 +169,38 @@ def test_nothing_imports_the_tests(folder):
             if module.split(".")[0] in ("tests", "conftest"):
                 importing.append(f"{path.relative_to(ROOT)}:{line}")
     assert importing == []
+
+
+def _sys_path_edits(path: Path) -> list:
+    """Lines of ``path`` that touch ``sys.path``."""
+    return sorted(
+        {
+            node.lineno
+            for node in ast.walk(ast.parse(path.read_text(), filename=str(path)))
+            if isinstance(node, ast.Attribute)
+            and node.attr == "path"
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "sys"
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    "folder", ["custom_modules", "data_prepare", "benchmarks", "scripts", "tests"]
+)
+def test_no_sys_path_edit_outside_the_recipes(folder):
+    edits = [
+        f"{path.relative_to(ROOT)}:{line}"
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        for line in _sys_path_edits(path)
+    ]
+    assert edits == []
+
+
+def test_a_recipe_script_bootstraps_the_clone_in_one_line_at_most():
+    """``python recipes/<name>/train.py`` from a clone, uninstalled: one commented line."""
+    for path in sorted((ROOT / "recipes").rglob("*.py")):
+        lines = _sys_path_edits(path)
+        assert len(lines) <= 1, f"{path.relative_to(ROOT)}: {lines}"
+        for line in lines:
+            assert "#" in path.read_text().splitlines()[line - 1], f"{path}:{line}: say why"

@@ -35,7 +35,7 @@ from custom_modules.data.recipe_data import EVAL_RANGE_KEYS, PLAIN_CORPUS_KEYS
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = ROOT / "recipes"
-MAX_TRAIN_PY_LINES = 300
+MAX_TRAIN_PY_LINES = 130
 
 # Shrinks any recipe to CPU size; only keys a YAML has are passed.
 CPU_SIZE_OVERRIDES = {
