@@ -8,6 +8,7 @@ and SpeechBrain checkpoints with different metrics and weights.
 
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -160,6 +161,19 @@ def test_load_run_errors_name_what_was_found(run_folder, tmp_path):
 
     with pytest.raises(RunFolderError, match=r"no checkpoint recorded 'pesq'; found 3: CKPT\+"):
         load_run(run_folder[0], checkpoint_key="pesq")
+
+
+def test_a_run_of_the_older_module_layout_says_so(run_folder, tmp_path):
+    old = tmp_path / "old_layout"
+    shutil.copytree(run_folder[0], old)
+    path = old / "hyperparams.yaml"
+    text = path.read_text(encoding="utf-8")
+    assert "custom_modules.training.brain." in text
+    path.write_text(text.replace("custom_modules.training.brain.", "custom_modules.brain."))
+    with pytest.raises(
+        RunFolderError, match=r"older layout of custom_modules.*custom_modules\.brain\."
+    ):
+        load_run(old)
 
 
 # ---- streaming pieces ----------------------------------------------------------

@@ -47,9 +47,11 @@ mask) needs its own wrapper before it can be used for inference here.
 
 from __future__ import annotations
 
+import importlib
 import io
 import logging
 import pickle
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,6 +161,41 @@ def relocated_hparams_text(hparams_path, run_folder) -> str:
     return stream.getvalue()
 
 
+_PROJECT_TAG = re.compile(r"!(?:new|name|apply):(custom_modules(?:\.\w+)+)")
+
+
+def _resolves(dotted: str) -> bool:
+    """Whether ``dotted`` names an importable module or an attribute of one."""
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            target = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        try:
+            for name in parts[cut:]:
+                target = getattr(target, name)
+        except AttributeError:
+            return False
+        return True
+    return False
+
+
+def missing_project_tags(yaml_text: str) -> list:
+    """The ``custom_modules`` objects named by a YAML's tags that do not exist.
+
+    (``!new:``, ``!name:`` and ``!apply:`` tags; e.g. a run made before the modules moved.)
+
+    Example
+    -------
+    >>> missing_project_tags("a: !new:custom_modules.brain.EnhancementBrain, "
+    ...                      "b: !name:custom_modules.training.brain.EnhancementBrain")
+    ['custom_modules.brain.EnhancementBrain']
+    """
+    names = dict.fromkeys(_PROJECT_TAG.findall(yaml_text))
+    return [name for name in names if not _resolves(name)]
+
+
 def load_run_hparams(run_folder) -> dict:
     """Parse ``<run_folder>/hyperparams.yaml`` (relocated, global RNG untouched).
 
@@ -193,6 +230,15 @@ def load_run_hparams(run_folder) -> dict:
         with torch.random.fork_rng(devices=[]):
             hparams = load_hyperpyyaml(text.getvalue())
     except Exception as err:
+        moved = missing_project_tags(text.getvalue())
+        if moved:
+            raise RunFolderError(
+                f"{hparams_path}: made by an older layout of custom_modules: it names "
+                f"{', '.join(moved)}, which no longer exist{'s' if len(moved) == 1 else ''} "
+                "(modules are grouped by concept since then: audio/, data/, training/, "
+                "evaluation/, inference/; see docs/architecture.md). Retrain, or edit the tags "
+                "of its hyperparams.yaml to the new places."
+            ) from err
         raise RunFolderError(f"{hparams_path}: cannot load hyperparameters ({err})") from err
     if not isinstance(hparams.get("modules"), dict) or "model" not in hparams["modules"]:
         raise RunFolderError(f"{hparams_path}: no 'modules' with a 'model' entry")
