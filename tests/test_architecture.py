@@ -204,3 +204,25 @@ def test_a_recipe_script_bootstraps_the_clone_in_one_line_at_most():
         assert len(lines) <= 1, f"{path.relative_to(ROOT)}: {lines}"
         for line in lines:
             assert "#" in path.read_text().splitlines()[line - 1], f"{path}:{line}: say why"
+
+
+# Modules whose examples are run by ``--doctest-modules`` (pyproject.toml): they keep having some.
+WITH_EXAMPLES = (
+    "custom_modules.audio.files", "custom_modules.audio.levels", "custom_modules.data.corruption",
+    "custom_modules.data.sampling", "custom_modules.data.separation_data",
+    "custom_modules.data.tse_data", "custom_modules.evaluation.bss_eval",
+    "custom_modules.evaluation.wsdr", "custom_modules.models.conv_tasnet",
+    "custom_modules.models.dcunet", "custom_modules.models.spex_plus",
+    "custom_modules.models.spex_plus_blocks", "custom_modules.streaming.engine",
+    "custom_modules.streaming.folding", "custom_modules.streaming.fused",
+    "custom_modules.streaming.history", "custom_modules.streaming.native",
+    "custom_modules.streaming.stft", "custom_modules.training.brain",
+    "custom_modules.training.checkpoints", "custom_modules.training.experiment",
+    "custom_modules.training.speaker_pretraining", "custom_modules.training.tse",
+    "data_prepare.common",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("name", WITH_EXAMPLES)
+def test_module_has_examples(name):
+    assert name in MODULES and ">>> " in MODULES[name].read_text(), name

@@ -1,6 +1,5 @@
 """Conv-TasNet model, separation metrics (BSS Eval SDR, PIT scores) and separation data."""
 
-import doctest
 import json
 import math
 
@@ -11,9 +10,6 @@ import torch
 from scipy.signal import lfilter
 from speechbrain.nnet.losses import get_si_snr_with_pitwrapper
 
-import custom_modules.data.separation_data as separation_data_module
-import custom_modules.evaluation.bss_eval as separation_module
-import custom_modules.models.conv_tasnet as conv_tasnet_module
 from custom_modules.audio.files import read_audio
 from custom_modules.data.separation_data import (
     RandomChunkDataset,
@@ -44,12 +40,6 @@ def tiny_model(seed=0, **overrides):
 
 def randn(*shape, seed=0):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
-
-
-@pytest.mark.parametrize("module", [conv_tasnet_module, separation_module, separation_data_module])
-def test_module_doctests(module, tmp_path):
-    result = doctest.testmod(module, extraglobs={"getfixture": lambda name: tmp_path})
-    assert result.attempted > 0 and result.failed == 0, result
 
 
 # ---- model -------------------------------------------------------------------------

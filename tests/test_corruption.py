@@ -1,7 +1,6 @@
 """Tests of the fixed STFT-corruption procedure, its dataset wrapper and report merging."""
 
 import csv
-import doctest
 import json
 
 import numpy as np
@@ -10,7 +9,6 @@ import soundfile as sf
 import torch
 
 from custom_modules.audio.levels import eval_rms_db
-from custom_modules.data import corruption as corruption_module
 from custom_modules.data.corruption import (
     StftCorruptedDataset,
     StftCorruption,
@@ -265,8 +263,3 @@ def test_corruption_strength_on_real_speech(real_audio_dir):
         corrupted, target, info = corruption(clean, np.random.default_rng(0))
         assert 2.0 < info["snr_db"] < 10.0, (path.name, info)
         assert corrupted.shape == clean.shape
-
-
-def test_module_doctests():
-    result = doctest.testmod(corruption_module)
-    assert result.attempted > 0 and result.failed == 0

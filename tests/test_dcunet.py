@@ -1,6 +1,5 @@
 """Tests of the Deep Complex U-Net (custom_modules/models/dcunet.py) and the wSDR loss/metric."""
 
-import doctest
 import math
 
 import numpy as np
@@ -8,10 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from custom_modules.evaluation import wsdr as wsdr_module
 from custom_modules.evaluation.metrics import si_snr
 from custom_modules.evaluation.wsdr import WeightedSDRLoss, WSDRMetricMixin, wsdr_loss, wsdr_score
-from custom_modules.models import dcunet as dcunet_module
 from custom_modules.models.dcunet import (
     DCUNET_ARCHITECTURES,
     ComplexBatchNorm2d,
@@ -376,9 +373,3 @@ def test_wsdr_local_metric_of_the_shared_brain():
     for score, mix, tgt, est in zip(scores, mixtures, target, estimates, strict=True):
         assert score["wsdr"] == (wsdr_score(est, tgt, mix), wsdr_score(mix, tgt, mix))
         assert score["wsdr"][0] > score["wsdr"][1]  # the cleaner estimate scores higher
-
-
-@pytest.mark.parametrize("module", [dcunet_module, wsdr_module])
-def test_module_doctests(module):
-    result = doctest.testmod(module)
-    assert result.attempted > 0 and result.failed == 0

@@ -47,20 +47,6 @@ REPO = Path(__file__).resolve().parents[1]
 SR = 16000
 
 
-@pytest.mark.parametrize(
-    "name",
-    ["custom_modules.training.checkpoints", "custom_modules.training.experiment", "custom_modules.audio.files",
-     "custom_modules.data.sampling", "custom_modules.training.brain", "data_prepare.common"],
-)  # fmt: skip
-def test_module_doctests(name, tmp_path):
-    import doctest
-    import importlib
-
-    module = importlib.import_module(name)
-    result = doctest.testmod(module, extraglobs={"getfixture": lambda _: tmp_path})
-    assert result.attempted > 0 and result.failed == 0, result
-
-
 # ---- atomic checkpoints ------------------------------------------------------------------------
 
 

@@ -14,7 +14,6 @@ Everything runs on tiny synthetic "speech" (harmonic voices) and tiny models.
 from __future__ import annotations
 
 import csv
-import doctest
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -32,7 +31,6 @@ from test_librispeech_mixtures import voiced, write_corpus
 from test_spex_plus import one_thread  # noqa: F401
 
 from custom_modules.audio.files import load_manifest, read_json
-from custom_modules.data import tse_data
 from custom_modules.data.datasets import CustomDirDataset, OnTheFlyTripletDataset
 from custom_modules.data.librispeech_mixtures import prepare_speech_splits, write_triplets
 from custom_modules.data.tse_data import (
@@ -42,7 +40,6 @@ from custom_modules.data.tse_data import (
     tse_datasets,
 )
 from custom_modules.evaluation.metrics import si_snr
-from custom_modules.training import speaker_pretraining, tse
 from custom_modules.training.brain import WarmupCosineSchedule
 from custom_modules.training.experiment import load_hparams
 from custom_modules.training.speaker_pretraining import SpeakerCrops, pretrain_speaker_branch
@@ -96,12 +93,6 @@ def plain_corpus(tmp_path_factory):
 
 def speakers_of(manifest):
     return {entry["speaker"] for entry in load_manifest(manifest).values()}
-
-
-@pytest.mark.parametrize("module", [tse, tse_data, speaker_pretraining])
-def test_module_doctests(module, tmp_path):
-    result = doctest.testmod(module, extraglobs={"getfixture": lambda name: tmp_path})
-    assert result.attempted > 0 and result.failed == 0, result
 
 
 # ---- plain layout: speakers and triplets -------------------------------------------------

@@ -8,8 +8,6 @@ tests/test_streaming.py. Packing mistakes and a missing compiler must give
 clear errors.
 """
 
-import doctest
-
 import numpy as np
 import pytest
 import torch
@@ -17,13 +15,8 @@ import torch
 from custom_modules.streaming import (
     FusedUNetStep,
     TcmHistory,
-    folding,
-    fused,
-    history,
     native,
-    stft,
 )
-from custom_modules.streaming import engine as engine_module
 from tests.test_streaming import (
     ENGINE_CONFIGS,
     one_torch_thread,  # noqa: F401 (autouse fixture)
@@ -84,9 +77,3 @@ def test_bad_packing_and_missing_compiler_are_clear_errors(tmp_path, monkeypatch
     monkeypatch.setenv("CC", "no-such-compiler-sbe")
     with pytest.raises(RuntimeError, match="C compiler: 'no-such-compiler-sbe' was not found"):
         native.build_library()
-
-
-@pytest.mark.parametrize("module", [engine_module, folding, fused, history, native, stft])
-def test_streaming_module_doctests(module):
-    result = doctest.testmod(module)
-    assert result.attempted > 0 and result.failed == 0

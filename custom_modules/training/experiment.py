@@ -265,7 +265,7 @@ def overrides_dict(overrides) -> dict:
 
     Example
     -------
-    >>> overrides_dict("lr: 0.001\nbatch_size: 4"), overrides_dict(None)
+    >>> overrides_dict("{lr: 0.001, batch_size: 4}"), overrides_dict(None)
     ({'lr': 0.001, 'batch_size': 4}, {})
     """
     if isinstance(overrides, str):
