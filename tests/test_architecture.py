@@ -226,3 +226,38 @@ WITH_EXAMPLES = (
 @pytest.mark.parametrize("name", WITH_EXAMPLES)
 def test_module_has_examples(name):
     assert name in MODULES and ">>> " in MODULES[name].read_text(), name
+
+
+# The layers of docs/architecture.md, bottom first: a layer imports only layers below it.
+LAYERS = (
+    "custom_modules.audio",
+    "data_prepare",
+    "custom_modules.models",
+    "custom_modules.evaluation",
+    "custom_modules.data",
+    "custom_modules.training",
+    "custom_modules.inference",
+    "custom_modules.streaming",
+)
+
+
+def _layer(module: str):
+    for index, layer in enumerate(LAYERS):
+        if module == layer or module.startswith(layer + "."):
+            return index
+    return None  # the package roots and the command shims (custom_modules.enhance)
+
+
+def test_every_module_is_in_a_layer():
+    outside = [m for m in MODULES if _layer(m) is None]
+    assert sorted(outside) == ["custom_modules", "custom_modules.enhance"]
+
+
+def test_layers_import_only_layers_below():
+    upward = [
+        f"{name} imports {target}"
+        for name, targets in _edges().items()
+        for target in targets
+        if _layer(name) is not None and _layer(target) is not None and _layer(target) > _layer(name)
+    ]
+    assert upward == []
