@@ -40,8 +40,8 @@ from custom_modules.data.tse_data import (
     tse_datasets,
 )
 from custom_modules.evaluation.metrics import si_snr
-from custom_modules.training.brain import WarmupCosineSchedule
 from custom_modules.training.experiment import load_hparams
+from custom_modules.training.schedules import WarmupCosineSchedule
 from custom_modules.training.speaker_pretraining import SpeakerCrops, pretrain_speaker_branch
 from custom_modules.training.tse import (
     OtherReferences,

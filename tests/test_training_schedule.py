@@ -7,12 +7,12 @@ import math
 import pytest
 from speechbrain.utils.checkpoints import Checkpointer
 
-from custom_modules.training.brain import TimeLimitedEpochCounter, WarmupCosineSchedule
+from custom_modules.training.schedules import TimeLimitedEpochCounter, WarmupCosineSchedule
 
 
 def test_time_budget_continues_across_a_resume(tmp_path, monkeypatch):
     clock = {"now": 1000.0}
-    monkeypatch.setattr("custom_modules.training.brain.time.monotonic", lambda: clock["now"])
+    monkeypatch.setattr("custom_modules.training.schedules.time.monotonic", lambda: clock["now"])
     counter = TimeLimitedEpochCounter(limit=100, max_minutes=10)
     checkpointer = Checkpointer(tmp_path, {"counter": counter})
     assert next(counter) == 1

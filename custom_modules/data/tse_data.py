@@ -190,7 +190,7 @@ class TirCurriculum:
     ``tir_db_range``) until progress ``fraction``, and stay there after.
     ``fraction <= 0`` disables it (always ``final_range``). Progress is the
     fraction of the training budget used
-    (:meth:`custom_modules.training.brain.TimeLimitedEpochCounter.progress`).
+    (:meth:`custom_modules.training.schedules.TimeLimitedEpochCounter.progress`).
 
     Example
     -------
