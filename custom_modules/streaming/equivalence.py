@@ -2,7 +2,7 @@
 
 The streaming claim (``custom_modules/streaming/README.md``): the concatenated
 output chunks equal the offline ``ComplexSpectralMapping`` output delayed by
-``latency_samples``. ``tests/test_streaming.py`` and
+``latency_samples``. ``tests/streaming/test_streaming.py`` and
 ``benchmarks/streaming_equivalence.py`` measure it with these functions on real
 speech plus real noise.
 """

@@ -18,7 +18,7 @@ from data_prepare.musan import prepare_musan
 from data_prepare.rirs import prepare_rirs
 
 SPLITS = ("train", "valid", "test")
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def write(path: Path, data, sr=16000, subtype=None):

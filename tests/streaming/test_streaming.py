@@ -34,7 +34,7 @@ from custom_modules.streaming.__main__ import main as stream_main
 from custom_modules.streaming.equivalence import noisy_speech, offline, recipe_model, stream_chunks
 from custom_modules.streaming.onnx_step import export_step
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FULL_YAML = REPO / "recipes" / "unet_tcm" / "hparams" / "unet.yaml"
 CPU_YAML = REPO / "recipes" / "unet_tcm" / "hparams" / "unet_cpu.yaml"
 SR = 16000
@@ -274,7 +274,9 @@ def test_compressed_level_normalised_model_streams_like_offline(
 
 
 @pytest.mark.real_audio
-@pytest.mark.parametrize("backend", ["eager", "native"])  # onnx: tests/test_streaming_export.py
+@pytest.mark.parametrize(
+    "backend", ["eager", "native"]
+)  # onnx: tests/streaming/test_streaming_export.py
 def test_full_size_random_model_streams_like_offline_on_real_speech(backend, real_audio_dir):
     model = recipe_model(FULL_YAML)
     signal = noisy_speech(real_audio_dir, seconds=10.5)

@@ -4,7 +4,7 @@ The C step must compute what the PyTorch step computes (frame by frame, with
 its TCM history) for every engine layout the fused step supports. Streaming
 like the offline model on real speech (full-size model, trained checkpoint,
 10 minutes) is tested for this backend beside the others in
-tests/test_streaming.py. Packing mistakes and a missing compiler must give
+tests/streaming/test_streaming.py. Packing mistakes and a missing compiler must give
 clear errors.
 """
 
@@ -17,7 +17,7 @@ from custom_modules.streaming import (
     TcmHistory,
     native,
 )
-from tests.test_streaming import (
+from tests.streaming.test_streaming import (
     ENGINE_CONFIGS,
     one_torch_thread,  # noqa: F401 (autouse fixture)
     random_engine,

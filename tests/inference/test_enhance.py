@@ -34,7 +34,7 @@ from custom_modules.inference.enhance import (
 )
 from custom_modules.inference.run_loading import RunFolderError, load_run
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RECIPE_YAML = REPO / "recipes" / "unet_tcm" / "hparams" / "unet_cpu.yaml"
 # Tiny engine (temporal receptive field 6 frames = 60 ms): fast enough for a 10-minute file.
 TINY_ENGINE = {

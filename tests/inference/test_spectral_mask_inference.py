@@ -24,7 +24,7 @@ from ruamel.yaml import YAML
 
 from custom_modules.data.recipe_data import PLAIN_CORPUS_KEYS
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes" / "spectral_mask"
 HAS_ESPEAK = shutil.which("espeak-ng") is not None
 SR = 16000

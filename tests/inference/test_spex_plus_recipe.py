@@ -26,16 +26,16 @@ import torch
 import torchaudio
 from hyperpyyaml import resolve_references
 
-# Autouse fixture: each test runs torch on one thread (see test_spex_plus.py).
-from test_spex_plus import one_thread  # noqa: E402, F401
-
 from custom_modules.data.datasets import load_resampled
 from custom_modules.evaluation.metrics import si_snr
 from custom_modules.inference import speaker_extraction as extraction
 from custom_modules.training.experiment import load_hparams
 from custom_modules.training.tse import SpexPlusBrain, resolve_num_speakers
 
-ROOT = Path(__file__).resolve().parents[1]
+# Autouse fixture: each test runs torch on one thread (see test_spex_plus.py).
+from tests.models.test_spex_plus import one_thread  # noqa: E402, F401
+
+ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "recipes" / "spex_plus"
 CPU_YAML = RECIPE / "hparams" / "spex_plus_cpu.yaml"
 SR = 16000

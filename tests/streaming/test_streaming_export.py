@@ -23,7 +23,7 @@ from custom_modules.streaming.onnx_step import (
     onnx_runner,
     read_metadata,
 )
-from tests.test_streaming import (
+from tests.streaming.test_streaming import (
     ENGINE_CONFIGS,
     TOLERANCE,
     one_torch_thread,  # noqa: F401 (autouse fixture)

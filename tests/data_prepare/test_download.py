@@ -28,7 +28,7 @@ import soundfile as sf
 from data_prepare import download as dl
 from data_prepare.common import scan_audio
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 REAL = "RIRS_NOISES/real_rirs_isotropic_noises"
 POINT = "RIRS_NOISES/pointsource_noises"
 SIM = "RIRS_NOISES/simulated_rirs"

@@ -26,10 +26,6 @@ import torch
 from speechbrain.dataio.batch import PaddedBatch
 from speechbrain.dataio.dataset import DynamicItemDataset
 
-# Autouse fixture: each test runs torch on one thread (see test_spex_plus.py).
-from test_librispeech_mixtures import voiced, write_corpus
-from test_spex_plus import one_thread  # noqa: F401
-
 from custom_modules.audio.files import load_manifest, read_json
 from custom_modules.data.datasets import CustomDirDataset, OnTheFlyTripletDataset
 from custom_modules.data.librispeech_mixtures import prepare_speech_splits, write_triplets
@@ -51,7 +47,11 @@ from custom_modules.training.tse import (
 )
 from data_prepare.plain import assign_splits, speech_items
 
-ROOT = Path(__file__).resolve().parents[1]
+# Autouse fixture: each test runs torch on one thread (see test_spex_plus.py).
+from tests.data.test_librispeech_mixtures import voiced, write_corpus
+from tests.models.test_spex_plus import one_thread  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "recipes" / "spex_plus"
 CPU_YAML = RECIPE / "hparams" / "spex_plus_cpu.yaml"
 SR = 16000
