@@ -168,10 +168,11 @@ def test_a_run_of_the_older_module_layout_says_so(run_folder, tmp_path):
     shutil.copytree(run_folder[0], old)
     path = old / "hyperparams.yaml"
     text = path.read_text(encoding="utf-8")
-    assert "custom_modules.training.brain." in text
-    path.write_text(text.replace("custom_modules.training.brain.", "custom_modules.brain."))
+    assert "custom_modules.training." in text
+    # The flat layout of before: custom_modules.<module>.<Class>.
+    path.write_text(text.replace("custom_modules.training.", "custom_modules."))
     with pytest.raises(
-        RunFolderError, match=r"older layout of custom_modules.*custom_modules\.brain\."
+        RunFolderError, match=r"older layout of custom_modules.*custom_modules\.\w+\."
     ):
         load_run(old)
 
