@@ -50,8 +50,8 @@ import torch
 
 from custom_modules.data.tse_data import TirCurriculum, speakers_file, speech_manifest_path
 from custom_modules.evaluation.metrics import MetricError, si_snr
-from custom_modules.models.spex_plus import si_sdr
 from custom_modules.training.brain import EnhancementBrain, trim_batch
+from custom_modules.training.losses import si_sdr
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,8 @@ import torch
 
 from custom_modules.evaluation.complexity import count_parameters
 from custom_modules.evaluation.metrics import si_snr as numpy_si_snr
-from custom_modules.models.spex_plus import SpexPlus, SpexPlusLoss, si_sdr
+from custom_modules.models.spex_plus import SpexPlus
+from custom_modules.training.losses import SpexPlusLoss, si_sdr
 
 TINY = dict(
     num_filters=16,
