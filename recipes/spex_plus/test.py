@@ -12,7 +12,9 @@ Usage::
   ``checkpoint_key`` (validation SI-SDR) is loaded. The model is rebuilt with
   the ``num_speakers`` and the model sizes (``MODEL_KEYS``, e.g. a width
   ablation's ``--hidden_channels``) the run recorded in its
-  ``hyperparams.yaml``. ``--data_folder`` is not needed (nothing is prepared).
+  ``hyperparams.yaml`` (``num_speakers: 0``, the recipe's default: the
+  checkpoint sizes the speaker head). ``--data_folder`` is not needed (nothing
+  is prepared).
 * The YAML's ``test_metrics`` decide what is scored: with ``si_snr_zero_ref``
   / ``si_snr_other_ref`` (on in the recipe YAMLs) every mixture is also
   extracted with an all-zero reference / the reference of another triplet
