@@ -61,7 +61,7 @@ demo-corpus:
 	$(PY) -m data_prepare.demo --out $(DEMO_DATA)
 
 mixer-demo: demo-corpus
-	$(PY) -m custom_modules.mixer_demo --data_folder $(DEMO_DATA) --out results/mixer_demo
+	$(PY) -m custom_modules.data.mixer_demo --data_folder $(DEMO_DATA) --out results/mixer_demo
 
 # Generate the demo corpus if missing, train the CPU-size UNet-TCM for a bounded time
 # (max_train_minutes in the YAML), test the best-STOI checkpoint and print the table.
@@ -100,10 +100,10 @@ demo-real-tse:
 		--train_batches_per_epoch 100 --num_valid_examples 60 --num_test_examples 300 $(REAL_TSE_ARGS)
 
 bench:
-	$(PY) benchmarks/mixing.py
-	$(PY) benchmarks/data_prepare.py
-	$(PY) benchmarks/streaming.py
-	$(PY) benchmarks/streaming_equivalence.py
+	$(PY) -m benchmarks.mixing
+	$(PY) -m benchmarks.data_prepare
+	$(PY) -m benchmarks.streaming
+	$(PY) -m benchmarks.streaming_equivalence
 
 clean:
 	rm -rf results .pytest_cache .ruff_cache
@@ -123,5 +123,5 @@ bench-quality:
 		echo "usage: make bench-quality QUALITY_TEST_SET=<fixed set folder> [QUALITY_RUNS=\"<run> ...\"] [QUALITY_ARGS=...]" >&2; \
 		exit 2; \
 	fi
-	OMP_NUM_THREADS=1 $(BENCH_PY) benchmarks/quality.py --test_set "$(QUALITY_TEST_SET)" \
+	OMP_NUM_THREADS=1 $(BENCH_PY) -m benchmarks.quality --test_set "$(QUALITY_TEST_SET)" \
 		$(foreach run,$(QUALITY_RUNS),--run "$(run)") $(QUALITY_ARGS)

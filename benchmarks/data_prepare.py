@@ -22,7 +22,6 @@ import io
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,12 +29,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-if not __package__:
-    # Run as a file: this file's folder would shadow the ``data_prepare``
-    # package, so look up modules from the repository root instead.
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
-
-from custom_modules.files import atomic_write_json
+from custom_modules.audio.files import atomic_write_json
 from data_prepare.dns import prepare_dns
 from data_prepare.folder import prepare_folder
 
@@ -99,7 +93,7 @@ def main(argv=None):
     # One-time imports (seconds for scipy.signal) are not per-file work.
     import scipy.signal  # noqa: F401
 
-    import custom_modules.rir  # noqa: F401
+    import custom_modules.audio.rir  # noqa: F401
 
     tmp = Path(tempfile.mkdtemp(prefix="sbe_prep_bench_"))
     try:

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/mixing.py [--audio_dir DIR] [--seconds 20] [--crop_sec 5]
+    python -m benchmarks.mixing [--audio_dir DIR] [--seconds 20] [--crop_sec 5]
 
 Audio: ``--audio_dir`` (with ``speech/``, ``noise/``, ``rir/`` folders), else
 env ``REAL_AUDIO_DIR``, else ``../shared/audio`` from the repository root,
@@ -38,11 +38,10 @@ import numpy as np
 import soundfile as sf
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+from custom_modules.data.mixing import RandomMixtureSampler
+from custom_modules.data.sampling import RirSampler, SignalSampler
 
-from custom_modules.mixing import RandomMixtureSampler  # noqa: E402
-from custom_modules.sampling import RirSampler, SignalSampler  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 SR = 16000
 

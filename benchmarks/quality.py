@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/quality.py --test_set <fixed set folder> [--run <run folder> ...]
+    python -m benchmarks.quality --test_set <fixed set folder> [--run <run folder> ...]
         [--peers noisereduce rnnoise deepfilternet3 | none] [--max_utterances N]
         [--output_json results.json] [--metric_workers 2] [--max_delay_ms 100]
 
@@ -11,12 +11,12 @@ Usage::
 Inputs
 ------
 * ``--test_set``: a fixed test set as written by
-  ``custom_modules.mixing.write_fixed_set`` (``manifest.json`` with
+  ``custom_modules.data.mixing.write_fixed_set`` (``manifest.json`` with
   ``{save_root}`` paths, float32 16 kHz ``mixture/`` and ``target/`` wavs),
   e.g. ``<run>/prepared/fixed_test``; ids in sorted order, the first
   ``--max_utterances``.
 * ``--run`` (repeatable): training run folders, loaded with
-  ``custom_modules.run_loading.load_run`` (best checkpoint by the recipe's
+  ``custom_modules.inference.run_loading.load_run`` (best checkpoint by the recipe's
   ``checkpoint_key``); the model maps a ``(1, samples)`` waveform to
   ``(1, samples)`` and is run on each whole utterance, as the recipes' test.
 * ``--peers``: ``noisereduce`` (spectral gating, its default non-stationary
@@ -30,7 +30,7 @@ Inputs
 What is measured
 ----------------
 * Scores per utterance for the mixture, each run and each peer:
-  SI-SDR, STOI and wide-band PESQ from ``custom_modules.metrics`` (the
+  SI-SDR, STOI and wide-band PESQ from ``custom_modules.evaluation.metrics`` (the
   functions of the recipes' test reports, so figures are comparable), and
   deltas against the mixture's score on the same utterance; means ignore
   failed (NaN) scores, as the recipes' reports do.
@@ -83,8 +83,6 @@ import numpy as np  # noqa: E402
 from scipy.signal import correlate, correlation_lags, resample_poly  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks._peers import (  # noqa: E402
     PEERS,
@@ -94,16 +92,16 @@ from benchmarks._peers import (  # noqa: E402
     unavailable_message,
 )
 from benchmarks.machine import cpu_model, load_average  # noqa: E402
-from custom_modules.files import (  # noqa: E402
+from custom_modules.audio.files import (  # noqa: E402
     AudioFileError,
     atomic_write_json,
     load_manifest,
     read_audio,
 )
-from custom_modules.metrics import MetricComputer  # noqa: E402
+from custom_modules.evaluation.metrics import MetricComputer  # noqa: E402
 
 SR = 16000
-METRICS = ("si_snr", "stoi", "pesq")  # names in custom_modules.metrics
+METRICS = ("si_snr", "stoi", "pesq")  # names in custom_modules.evaluation.metrics
 LABELS = {"si_snr": "SI-SDR", "stoi": "STOI", "pesq": "PESQ-wb"}
 DELTA_LABELS = {"si_snr": "ΔSI-SDR", "stoi": "ΔSTOI", "pesq": "ΔPESQ"}
 MIXTURE = "mixture"
@@ -227,7 +225,7 @@ def load_test_set(folder, max_utterances=None) -> list:
     if not manifest_path.is_file():
         raise FileNotFoundError(
             f"{folder}: no manifest.json (expected a fixed set written by "
-            "custom_modules.mixing.write_fixed_set)"
+            "custom_modules.data.mixing.write_fixed_set)"
         )
     manifest = load_manifest(manifest_path)
     keys = sorted(manifest)
@@ -450,7 +448,7 @@ def _json_safe(node):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python benchmarks/quality.py",
+        prog="python -m benchmarks.quality",
         description="Enhancement quality (SI-SDR, STOI, PESQ-wb and deltas) and RTF on one "
         "thread of trained runs and peer systems on a fixed test set.",
     )
@@ -541,7 +539,7 @@ def main(argv=None) -> dict:
 def _benchmark(args, argv, peer_names, notes) -> dict:
     import torch
 
-    from custom_modules.run_loading import load_run
+    from custom_modules.inference.run_loading import load_run
 
     report = {
         "command": shlex.join(

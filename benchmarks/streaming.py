@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/streaming.py [--seconds 10] [--configs unet.yaml unet_cpu.yaml] [--profile]
+    python -m benchmarks.streaming [--seconds 10] [--configs unet.yaml unet_cpu.yaml] [--profile]
 
 For each recipe configuration (``recipes/unet_tcm/hparams/*.yaml``, random
 weights: the speed does not depend on them) the same ``--seconds`` of audio
@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 import warnings
@@ -42,13 +41,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+from custom_modules.evaluation.complexity import load_recipe_model, macs_per_second
+from custom_modules.streaming import StreamingEnhancer
+from custom_modules.streaming.engine import BACKENDS
+from custom_modules.streaming.onnx_step import export_model
 
-from custom_modules.complexity import load_recipe_model, macs_per_second  # noqa: E402
-from custom_modules.streaming import StreamingEnhancer  # noqa: E402
-from custom_modules.streaming.engine import BACKENDS  # noqa: E402
-from custom_modules.streaming.export import export_model  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 SR = 16000
 HPARAMS = REPO_ROOT / "recipes" / "unet_tcm" / "hparams"
@@ -116,7 +114,7 @@ def profile_onnx(model, signal: np.ndarray, chunks: int = 300) -> None:
     """Time per onnxruntime node type, per chunk (from onnxruntime's profiler)."""
     import onnxruntime as ort
 
-    from custom_modules.streaming.export import INPUT_NAMES, OUTPUT_NAMES
+    from custom_modules.streaming.onnx_step import INPUT_NAMES, OUTPUT_NAMES
 
     proto = export_model(model)
     options = ort.SessionOptions()

@@ -2,11 +2,11 @@
 
 Usage::
 
-    REAL_AUDIO_DIR=../shared/audio python benchmarks/streaming_equivalence.py [--run FOLDER ...]
+    REAL_AUDIO_DIR=../shared/audio python -m benchmarks.streaming_equivalence [--run FOLDER ...]
 
 Prints max |streamed - offline| (aligned by the 159-sample latency) on 10.5 s
 of real speech + real noise (``REAL_AUDIO_DIR``, as in
-``tests/test_streaming.py``) for the recipe configurations ``unet.yaml`` and
+``custom_modules/streaming/equivalence.py``) for the recipe configurations ``unet.yaml`` and
 ``unet_cpu.yaml`` with their seeded random initialisation, and for the best
 checkpoint of each ``--run`` (a ``recipes/unet_tcm`` output folder), for the
 eager, onnx and native backends. The requirement is <= 1e-4.
@@ -16,26 +16,25 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-
-from custom_modules.run_loading import load_run  # noqa: E402
-from custom_modules.streaming import StreamingEnhancer  # noqa: E402
-from custom_modules.streaming.engine import BACKENDS  # noqa: E402
-from tests.test_streaming import (  # noqa: E402
-    CPU_YAML,
-    FULL_YAML,
+from custom_modules.inference.run_loading import load_run
+from custom_modules.streaming import StreamingEnhancer
+from custom_modules.streaming.engine import BACKENDS
+from custom_modules.streaming.equivalence import (
     noisy_speech,
     offline,
     recipe_model,
     stream_chunks,
 )
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+FULL_YAML = REPO_ROOT / "recipes" / "unet_tcm" / "hparams" / "unet.yaml"
+CPU_YAML = REPO_ROOT / "recipes" / "unet_tcm" / "hparams" / "unet_cpu.yaml"
 
 
 def main(argv=None) -> dict:

@@ -37,9 +37,9 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 
 from benchmarks.machine import machine_info
-from custom_modules.files import atomic_write_json
-from custom_modules.metrics import MetricComputer
-from custom_modules.recipe_data import enhancement_datasets, prepare_enhancement_data
+from custom_modules.audio.files import atomic_write_json
+from custom_modules.data.recipe_data import enhancement_datasets, prepare_enhancement_data
+from custom_modules.evaluation.metrics import MetricComputer
 
 
 def _timed(function):

@@ -6,7 +6,7 @@ Every ``prepare_<corpus>`` function follows the same path:
    the save folder excluded) and describe them as :class:`AudioItem` objects
    (kind, source, speaker, split group...);
 2. :meth:`PrepJob.run` checks and converts every file in a process pool
-   (:mod:`data_prepare._inspect`; headers, NaN/Inf, silence, resampling to
+   (:mod:`data_prepare.inspection`; headers, NaN/Inf, silence, resampling to
    ``<save_folder>/resampled/``, RT60 for RIRs) with a tqdm progress bar;
 3. bad files are listed with their reason in ``<save_folder>/bad_files_<name>.tsv``;
 4. the good ones are split into train/valid/test (:func:`split_by_group`) and
@@ -48,7 +48,7 @@ Converted files (other rate, or multichannel -> channel 0) point to
 ``{save_root}/resampled/<relative path>`` and add ``orig_sr`` / ``orig_channels``;
 RIRs add ``rt60`` (seconds; ``null`` with an ``rt60_error`` field when the
 decay cannot be measured, e.g. near-anechoic RIRs: they stay usable).
-``custom_modules.files.load_manifest`` resolves the placeholders
+``custom_modules.audio.files.load_manifest`` resolves the placeholders
 (``{data_root}`` from the recorded options by default).
 """
 
@@ -66,8 +66,13 @@ from pathlib import Path
 
 import numpy as np
 
-from custom_modules.files import AUDIO_EXTENSIONS, atomic_write_json, atomic_write_text, read_json
-from data_prepare._inspect import FileTask, default_workers, run_tasks
+from custom_modules.audio.files import (
+    AUDIO_EXTENSIONS,
+    atomic_write_json,
+    atomic_write_text,
+    read_json,
+)
+from data_prepare.inspection import FileTask, default_workers, run_tasks
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +111,7 @@ class AudioItem:
         Extra manifest fields (``speaker``, ``chapter``, ``words``...).
     entry_path : str, optional
         Manifest path when the file is used as it is (default
-        ``{data_root}/<rel_path>``; see ``data_prepare._inspect.FileTask``).
+        ``{data_root}/<rel_path>``; see ``data_prepare.inspection.FileTask``).
     """
 
     path: Path

@@ -133,7 +133,7 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from custom_modules.files import AUDIO_EXTENSIONS, atomic_write_json, read_json
+from custom_modules.audio.files import AUDIO_EXTENSIONS, atomic_write_json, read_json
 
 DEFAULT_BASE_URL = "https://www.openslr.org/resources"
 DOWNLOADS = ".downloads"

@@ -65,9 +65,9 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from custom_modules.audio import eval_rms_db, gain_to_mult
-from custom_modules.files import atomic_write_json, read_json, write_audio
-from custom_modules.sampling import derive_seed_sequences
+from custom_modules.audio.files import atomic_write_json, read_json, write_audio
+from custom_modules.audio.levels import eval_rms_db, gain_to_mult, limit_peak
+from custom_modules.audio.seeding import derive_seed_sequences
 from data_prepare.common import (
     AudioItem,
     PrepJob,
@@ -85,6 +85,8 @@ logger = logging.getLogger(__name__)
 GENERATED = "generated"
 # Level of generated noise files (the mixer rescales every crop anyway).
 GENERATED_RMS_DB = -25.0
+# Peak of the generated signals: louder ones are scaled down once (headroom for mixing).
+GENERATED_PEAK = 0.99
 # Bump when the generated audio changes for the same options.
 GENERATION_VERSION = 1
 
@@ -188,10 +190,9 @@ def _read_mono(path, sample_rate: int) -> np.ndarray:
 
 
 def _at_level(signal: np.ndarray) -> np.ndarray:
-    """``signal`` at ``GENERATED_RMS_DB``, peak-limited to 0.99 (one gain)."""
+    """``signal`` at ``GENERATED_RMS_DB``, peak-limited to ``GENERATED_PEAK`` (one gain)."""
     signal = signal * gain_to_mult(GENERATED_RMS_DB - eval_rms_db(signal))
-    peak = float(np.max(np.abs(signal)))
-    return signal * (0.99 / peak) if peak > 0.99 else signal
+    return limit_peak(signal, GENERATED_PEAK)
 
 
 class TrainingMaterial:
@@ -252,7 +253,7 @@ class TrainingMaterial:
             return cache[path]
 
         def make_one(_, rng):
-            from data_prepare._demo_noise import mix_babble
+            from data_prepare.demo.noise import mix_babble
 
             talkers = int(rng.integers(low, high + 1))
             chosen = rng.choice(len(speakers), size=talkers, replace=talkers > len(speakers))
@@ -268,7 +269,7 @@ class TrainingMaterial:
 
     def synthetic_noise(self) -> list:
         """Synthetic noise files, the kinds cycled."""
-        from data_prepare._demo_noise import GENERATORS, synthesize_noise
+        from data_prepare.demo.noise import GENERATORS, synthesize_noise
 
         kinds = sorted(GENERATORS)
         count = int(self.options["num_synthetic_noise_files"])
@@ -281,7 +282,7 @@ class TrainingMaterial:
 
     def simulated_rirs(self) -> list:
         """Simulated shoebox RIRs (one source, one microphone per room)."""
-        from data_prepare._demo_rooms import calibrated_room_rirs, draw_room
+        from data_prepare.demo.rooms import calibrated_room_rirs, draw_room
 
         count = int(self.options["num_simulated_rirs"])
         rt60_range = tuple(float(v) for v in self.options["simulated_rt60_range"])

@@ -15,7 +15,7 @@ Layouts found under an *impulse-response root* ``R``:
 (DNS-style root) or ``data_folder/datasets/impulse_responses`` (original DNS
 Challenge layout). Multichannel RIRs (SLR28 real ones have up to 8
 channels) keep channel 0. Every entry gets ``rt60`` (seconds, estimated on
-the converted signal by ``custom_modules.rir.estimate_rt60``; ``null`` plus
+the converted signal by ``custom_modules.audio.rir.estimate_rt60``; ``null`` plus
 ``rt60_error`` when the decay is not measurable, e.g. anechoic); converted
 RIRs are stored as float WAV. Simulated RIRs of one room share a split, so
 no room is in two splits.

@@ -3,7 +3,7 @@
 
 Usage::
 
-    python scripts/ablation.py --train recipes/unet_tcm/train.py \\
+    python -m scripts.ablation --train recipes/unet_tcm/train.py \\
         --hparams recipes/unet_tcm/hparams/unet_cpu.yaml --out results/ablation \\
         --budget_minutes 15 --parallel 2 --threads 1 \\
         --common "--data_folder ../shared/real_corpus --test_patterns [noise/*,rir/*]" \\
@@ -41,11 +41,10 @@ from pathlib import Path
 import yaml
 from speechbrain.utils.run_opts import RunOptions
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run as a script from a clone
+from benchmarks.machine import cpu_model, load_average
+from custom_modules.audio.files import atomic_write_json, atomic_write_text
 
-from benchmarks.machine import cpu_model, load_average  # noqa: E402
-from custom_modules.files import atomic_write_json, atomic_write_text  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 METRICS = ("si_snr", "stoi", "pesq")
 

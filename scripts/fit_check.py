@@ -26,11 +26,11 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from custom_modules._mixing_sets import write_fixed_set
-from custom_modules.files import atomic_write_text, load_manifest
-from custom_modules.metrics import utterance_metrics
-from custom_modules.recipe_data import build_mixer, split_manifest
-from custom_modules.run_loading import load_run
+from custom_modules.audio.files import atomic_write_text, load_manifest
+from custom_modules.data.fixed_sets import write_fixed_set
+from custom_modules.data.recipe_data import build_mixer, split_manifest
+from custom_modules.evaluation.metrics import utterance_metrics
+from custom_modules.inference.run_loading import load_run
 
 METRICS = ("si_snr", "stoi", "pesq")
 

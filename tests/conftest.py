@@ -82,7 +82,7 @@ def demo_corpus(tmp_path_factory):
     """The offline demo corpus (tiny preset), generated once per session (per xdist worker)."""
     import shutil
 
-    from data_prepare.demo import generate_demo_corpus
+    from data_prepare.demo.corpus import generate_demo_corpus
 
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is not installed (make test installs it; see README)")

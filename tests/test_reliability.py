@@ -22,43 +22,29 @@ import soundfile as sf
 import torch
 import yaml
 
-from custom_modules.brain import RunningMeans
-from custom_modules.checkpoints import (
+from custom_modules.audio.files import AudioFileError, UnsafeIdError, check_safe_id, read_audio_info
+from custom_modules.data.mixing import RandomMixtureSampler, write_fixed_set
+from custom_modules.data.sampling import RirSampler, SignalSampler
+from custom_modules.inference.run_loading import RunFolderError, load_run
+from custom_modules.training.brain import RunningMeans
+from custom_modules.training.checkpoints import (
     RECORD_FILE,
     AtomicCheckpointer,
     CheckpointError,
     checkpoint_problem,
 )
-from custom_modules.experiment import (
+from custom_modules.training.experiment import (
     ExperimentError,
     RunLockedError,
     acquire_run_lock,
     check_overrides,
 )
-from custom_modules.files import AudioFileError, UnsafeIdError, check_safe_id, read_audio_info
-from custom_modules.mixing import RandomMixtureSampler, write_fixed_set
-from custom_modules.run_loading import RunFolderError, load_run
-from custom_modules.sampling import RirSampler, SignalSampler
-from data_prepare._inspect import FileTask, inspect_file
 from data_prepare.folder import main as folder_main
 from data_prepare.folder import prepare_folder
+from data_prepare.inspection import FileTask, inspect_file
 
 REPO = Path(__file__).resolve().parents[1]
 SR = 16000
-
-
-@pytest.mark.parametrize(
-    "name",
-    ["custom_modules.checkpoints", "custom_modules.experiment", "custom_modules.files",
-     "custom_modules.sampling", "custom_modules.brain", "data_prepare.common"],
-)  # fmt: skip
-def test_module_doctests(name, tmp_path):
-    import doctest
-    import importlib
-
-    module = importlib.import_module(name)
-    result = doctest.testmod(module, extraglobs={"getfixture": lambda _: tmp_path})
-    assert result.attempted > 0 and result.failed == 0, result
 
 
 # ---- atomic checkpoints ------------------------------------------------------------------------
@@ -126,7 +112,7 @@ def test_interrupted_legacy_checkpoint_is_skipped_for_the_newest_complete(
         (broken / "optimizer.ckpt").write_bytes(data[: len(data) // 2])
     with torch.no_grad():
         model.weight.zero_()
-    with caplog.at_level(logging.WARNING, logger="custom_modules.checkpoints"):
+    with caplog.at_level(logging.WARNING, logger="custom_modules.training.checkpoints"):
         loaded = checkpointer.recover_if_possible()
     assert loaded.path == good
     assert float(model.weight.detach().mean()) == 1.0
@@ -153,7 +139,7 @@ def test_a_damaged_file_of_a_complete_checkpoint_is_caught_before_loading(tmp_pa
     assert "CRC" in checkpoint_problem(newer.path, deep=True)
     with torch.no_grad():
         model.weight.zero_()
-    with caplog.at_level(logging.WARNING, logger="custom_modules.checkpoints"):
+    with caplog.at_level(logging.WARNING, logger="custom_modules.training.checkpoints"):
         assert checkpointer.recover_if_possible(max_key="stoi").path == older.path
     assert float(model.weight.detach().mean()) == 2.0
     assert any(str(newer.path) in r.getMessage() for r in caplog.records)
@@ -242,7 +228,7 @@ def test_a_checkpoint_that_does_not_fit_the_model_is_an_error_naming_it(tmp_path
 def test_nothing_usable_starts_from_scratch_with_a_warning(tmp_path, caplog):
     checkpointer, model = make_checkpointer(tmp_path)
     legacy_save(tmp_path, "only_meta", model, {}, 1.0, files=())
-    with caplog.at_level(logging.INFO, logger="custom_modules.checkpoints"):
+    with caplog.at_level(logging.INFO, logger="custom_modules.training.checkpoints"):
         assert checkpointer.recover_if_possible() is None
     assert "no model.ckpt" in caplog.text
 
@@ -280,7 +266,7 @@ def test_load_run_uses_the_best_complete_checkpoint_of_an_old_run_folder(tmp_pat
 
 
 def test_load_run_reports_a_broken_hyperparams_yaml(tmp_path):
-    write_run_folder(tmp_path / "run", "custom_modules.checkpoints.AtomicCheckpointer")
+    write_run_folder(tmp_path / "run", "custom_modules.training.checkpoints.AtomicCheckpointer")
     (tmp_path / "run" / "hyperparams.yaml").write_text("model: [unclosed\n")
     with pytest.raises(RunFolderError, match=r"hyperparams\.yaml: not valid YAML"):
         load_run(tmp_path / "run")
@@ -330,7 +316,7 @@ def test_override_types_are_checked_against_the_yaml(tmp_path):
 
 LOCK_HOLDER = """
 import sys, time
-from custom_modules.experiment import acquire_run_lock
+from custom_modules.training.experiment import acquire_run_lock
 acquire_run_lock(sys.argv[1])
 print("locked", flush=True)
 time.sleep(60)
@@ -386,7 +372,7 @@ def test_signal_sampler_skips_a_vanished_file_logs_it_once_and_stays_determinist
     assert paths[4] in used
     os.remove(paths[4])
     first.reseed(3)
-    with caplog.at_level(logging.WARNING, logger="custom_modules.sampling"):
+    with caplog.at_level(logging.WARNING, logger="custom_modules.data.sampling"):
         crops = [first.sampler() for _ in range(30)]
     assert all(c.shape == (int(0.2 * SR),) for c in crops)
     assert list(first.bad_files) == [paths[4]] and first.bad.draws >= 1
@@ -419,7 +405,7 @@ def test_rir_sampler_and_mixer_skip_a_vanished_rir(tmp_path, caplog):
     speech = [str(write_noise(tmp_path / f"s{i}.wav", seconds=1.0, seed=10 + i)) for i in range(3)]
     os.remove(rirs[1])
     sampler = RirSampler(rirs, rng=0, read_headers=False)
-    with caplog.at_level(logging.WARNING, logger="custom_modules.sampling"):
+    with caplog.at_level(logging.WARNING, logger="custom_modules.data.sampling"):
         seen = {sampler.sampler(return_info=True)[1]["index"] for _ in range(40)}
     assert seen == {0, 2, 3} and list(sampler.bad_files) == [rirs[1]]
     mixer = RandomMixtureSampler(
@@ -508,7 +494,7 @@ def test_truncated_wav_is_reported_by_enhance_and_by_prep(tmp_path):
         AudioFileError, match=r"cut\.wav: truncated: the header says 48000 frames, only 960"
     ):
         read_audio_info(path)
-    from custom_modules.enhance import enhance_file
+    from custom_modules.inference.enhance import enhance_file
 
     with pytest.raises(AudioFileError, match="header says 48000 frames, only 960"):
         enhance_file(lambda x: x, path, tmp_path / "out" / "cut.wav")
@@ -557,7 +543,7 @@ def test_fixed_set_cleanup_refuses_an_id_leaving_the_folder(tmp_path):
 def test_test_report_writer_refuses_an_unsafe_dataset_id(tmp_path):
     from types import SimpleNamespace
 
-    from custom_modules.brain import EnhancementBrain
+    from custom_modules.training.brain import EnhancementBrain
 
     brain = EnhancementBrain.__new__(EnhancementBrain)
     brain.hparams = SimpleNamespace(
@@ -622,7 +608,7 @@ def test_streaming_cli_stops_on_non_finite_output(tmp_path, monkeypatch, capsys,
 
 def test_streaming_cli_onnx_file_of_a_diverged_model_and_huge_input(tmp_path, capsys):
     from custom_modules.streaming.__main__ import main
-    from custom_modules.streaming.export import export_model
+    from custom_modules.streaming.onnx_step import export_model
 
     model_path = tmp_path / "nan.onnx"
     model_path.write_bytes(export_model(nan_model()))
@@ -654,7 +640,7 @@ def test_streaming_cli_onnx_file_of_a_diverged_model_and_huge_input(tmp_path, ca
 
 
 def test_enhance_cli_checks_the_output_folder_before_loading(tmp_path, capsys):
-    from custom_modules.enhance import main
+    from custom_modules.inference.enhance import main
 
     source = write_noise(tmp_path / "in.wav")
     (tmp_path / "file").write_text("")

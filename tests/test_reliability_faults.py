@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from custom_modules.mixing import OnTheFlyDataset
-from custom_modules.recipe_data import build_mixer
+from custom_modules.data.mixing import OnTheFlyDataset
+from custom_modules.data.recipe_data import build_mixer
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_PY = ROOT / "recipes" / "unet_tcm" / "train.py"
@@ -247,7 +247,7 @@ def test_a_training_file_removed_after_prep_is_skipped_and_prep_redoes_itself(
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
 
     # The speech file that the first mixture of epoch 2 reads: remove it from the corpus.
-    from custom_modules.run_loading import load_run_hparams
+    from custom_modules.inference.run_loading import load_run_hparams
 
     hparams = load_run_hparams(output)
     dataset = OnTheFlyDataset(build_mixer(hparams, "train"), length=4, seed=hparams["seed"],

@@ -34,7 +34,7 @@ built-ins: gLN is ``GroupNorm(1, C)`` (statistics over channels and frames per
 utterance, per-channel gain and bias), cLN is ``LayerNorm`` over channels at
 every frame.
 
-Training objective (:class:`SpexPlusLoss`): ``-(0.8 SI-SDR(s1) + 0.1
+Training objective (:class:`custom_modules.training.losses.SpexPlusLoss`): ``-(0.8 SI-SDR(s1) + 0.1
 SI-SDR(s2) + 0.1 SI-SDR(s3)) + 0.5 CE(logits, speaker)``.
 
 The paper's configuration at 16 kHz (the defaults of :class:`SpexPlus`) has
@@ -47,7 +47,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from custom_modules.models.spex_plus_blocks import (
@@ -122,7 +121,55 @@ class SpexPlus(nn.Module):
             nn.ConvTranspose1d(num_filters, 1, k, stride=stride) for k in self.encoder.kernel_sizes
         )
         self.num_speakers = int(num_speakers)
+        self.embedding_dim = int(embedding_dim)
+        # Built last: a head added later (add_speaker_head) draws from this random state.
+        self._head_rng_state = torch.get_rng_state()
         self.speaker_head = nn.Linear(embedding_dim, num_speakers) if num_speakers > 0 else None
+
+    def add_speaker_head(self, num_speakers: int) -> None:
+        """Add the speaker-classification head to a model built with ``num_speakers=0``.
+
+        The head is built from the torch random state the constructor ended with,
+        and the global torch random state is left where a constructor given
+        ``num_speakers`` would have left it: when nothing else was meant to draw
+        random numbers in between (the recipe calls it after building its
+        objects and preparing its data), model and run are those of a model
+        constructed with ``num_speakers``.
+
+        Example
+        -------
+        >>> sizes = dict(num_filters=8, kernel_sizes=(4, 8, 16), bottleneck_channels=8,
+        ...              hidden_channels=8, embedding_dim=6, speaker_hidden_channels=8,
+        ...              speaker_block_channels=(8,), num_stacks=1, blocks_per_stack=1)
+        >>> _ = torch.manual_seed(0)
+        >>> given = SpexPlus(num_speakers=3, **sizes)
+        >>> _ = torch.manual_seed(0)
+        >>> later = SpexPlus(num_speakers=0, **sizes)
+        >>> later.add_speaker_head(3)
+        >>> torch.equal(later.speaker_head.weight, given.speaker_head.weight)
+        True
+        """
+        if self.speaker_head is not None:
+            raise ValueError(f"the model has a {self.num_speakers}-speaker head already")
+        if num_speakers < 1:
+            raise ValueError(f"num_speakers must be >= 1, got {num_speakers}")
+        device = next(self.parameters()).device
+        torch.set_rng_state(self._head_rng_state)
+        self.speaker_head = nn.Linear(self.embedding_dim, int(num_speakers)).to(device)
+        self.num_speakers = int(num_speakers)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """A checkpoint with a speaker head loads into a model built with ``num_speakers=0``.
+
+        (A run records ``num_speakers: 0`` when the recipe sized the head from its data.)
+        """
+        weight = state_dict.get(f"{prefix}speaker_head.weight")
+        if self.speaker_head is None and weight is not None:
+            with torch.random.fork_rng(devices=[]):  # overwritten by the checkpoint anyway
+                head = nn.Linear(self.embedding_dim, weight.shape[0])
+            self.speaker_head = head.to(next(self.parameters()).device)
+            self.num_speakers = int(weight.shape[0])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def min_reference_samples(self) -> int:
@@ -201,110 +248,3 @@ class SpexPlus(nn.Module):
         embedding = self.embed(reference, reference_lengths)
         estimates = self.extract(mixture, embedding)
         return SpexPlusOutput(estimates, self.classify(embedding), embedding)
-
-
-def si_sdr(estimate, target, lengths=None, eps=1e-8):
-    """Scale-invariant SDR in dB per utterance, over the valid samples only.
-
-    Both signals are made zero-mean over their valid part; the target is
-    scaled by the least-squares gain; ``eps`` keeps silent inputs finite.
-
-    Arguments
-    ---------
-    estimate, target : torch.Tensor
-        (batch, samples).
-    lengths : torch.Tensor, optional
-        (batch,) relative lengths in (0, 1]; samples beyond are ignored.
-
-    Returns
-    -------
-    torch.Tensor
-        (batch,).
-
-    Example
-    -------
-    >>> t = torch.sin(torch.arange(400.0) / 5).repeat(2, 1)
-    >>> scores = si_sdr(3 * t + 0.01 * torch.cos(torch.arange(400.0)), t)
-    >>> scores.shape, bool((scores > 35).all())
-    (torch.Size([2]), True)
-    """
-    if estimate.shape != target.shape or estimate.dim() != 2:
-        raise ValueError(
-            "estimate and target must both be (batch, samples); got "
-            f"{tuple(estimate.shape)} and {tuple(target.shape)}"
-        )
-    total = estimate.shape[-1]
-    if lengths is None:
-        mask = torch.ones_like(estimate)
-    else:
-        valid = torch.round(lengths.to(torch.float64) * total).long().to(estimate.device)
-        positions = torch.arange(total, device=estimate.device)
-        mask = (positions < valid.unsqueeze(1)).to(estimate.dtype)
-    count = mask.sum(dim=1, keepdim=True).clamp(min=1.0)
-    estimate = (estimate - (estimate * mask).sum(1, keepdim=True) / count) * mask
-    target = (target - (target * mask).sum(1, keepdim=True) / count) * mask
-    gain = (estimate * target).sum(1, keepdim=True) / (target.pow(2).sum(1, keepdim=True) + eps)
-    projection = gain * target
-    residual = estimate - projection
-    ratio = projection.pow(2).sum(1) / (residual.pow(2).sum(1) + eps)
-    return 10 * torch.log10(ratio + eps)
-
-
-class SpexPlusLoss(nn.Module):
-    """Multi-scale negative SI-SDR plus weighted speaker cross-entropy.
-
-    ``loss = -sum_i w_i mean(SI-SDR(s_i, target)) + ce_weight * CE(logits, speaker)``
-    (paper: ``w = (0.8, 0.1, 0.1)``, ``ce_weight = 0.5``). The CE term is
-    skipped (zero) when no logits or labels are given, e.g. on validation
-    speakers unseen in training; items labelled ``-1`` (a speaker the head
-    does not know) are left out of it.
-
-    Example
-    -------
-    >>> loss_fn = SpexPlusLoss()
-    >>> target = torch.randn(2, 800)
-    >>> estimates = target.unsqueeze(1).repeat(1, 3, 1) + 0.1 * torch.randn(2, 3, 800)
-    >>> total, sdr, ce = loss_fn(estimates, target, logits=torch.randn(2, 4),
-    ...                          speaker_index=torch.tensor([0, 3]))
-    >>> bool(torch.isclose(total, -sdr + 0.5 * ce)), bool(sdr > 15)
-    (True, True)
-    """
-
-    def __init__(self, scale_weights=(0.8, 0.1, 0.1), ce_weight=0.5):
-        super().__init__()
-        if len(scale_weights) != 3 or min(scale_weights) < 0:
-            raise ValueError(f"scale_weights must be 3 non-negative numbers, got {scale_weights}")
-        if ce_weight < 0:
-            raise ValueError(f"ce_weight must be >= 0, got {ce_weight}")
-        self.scale_weights = tuple(float(w) for w in scale_weights)
-        self.ce_weight = float(ce_weight)
-
-    def forward(self, estimates, target, lengths=None, logits=None, speaker_index=None):
-        """Return ``(total, weighted SI-SDR in dB, cross-entropy)``, all scalars.
-
-        Arguments
-        ---------
-        estimates : torch.Tensor
-            (batch, 3, samples) from :meth:`SpexPlus.extract`.
-        target : torch.Tensor
-            (batch, samples).
-        lengths : torch.Tensor, optional
-            (batch,) relative lengths of the (padded) signals.
-        logits : torch.Tensor, optional
-            (batch, num_speakers).
-        speaker_index : torch.Tensor, optional
-            (batch,) class indices of the target speakers.
-        """
-        if estimates.dim() != 3 or estimates.shape[1] != 3:
-            raise ValueError(f"estimates must be (batch, 3, samples), got {tuple(estimates.shape)}")
-        weighted = sum(
-            w * si_sdr(estimates[:, i], target, lengths).mean()
-            for i, w in enumerate(self.scale_weights)
-        )
-        ce = weighted.new_zeros(())
-        if logits is not None and speaker_index is not None and self.ce_weight > 0:
-            labels = torch.as_tensor(speaker_index, device=logits.device).long()
-            known = labels >= 0  # -1: a speaker the head does not know
-            if known.any():
-                ce = F.cross_entropy(logits[known], labels[known])
-        return -weighted + self.ce_weight * ce, weighted, ce

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -56,7 +55,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from custom_modules.files import open_audio_writer, read_audio_info
+from custom_modules.audio.files import check_writable_output, open_audio_writer, read_audio_info
 from custom_modules.streaming.engine import BACKENDS, StreamingEnhancer
 
 PCM_SCALE = 32768.0
@@ -198,17 +197,6 @@ def build_enhancer(args) -> StreamingEnhancer:
     if args.onnx:
         return StreamingEnhancer.from_onnx(args.onnx)
     return StreamingEnhancer.from_run(args.run, backend=args.backend)
-
-
-def check_writable_output(path) -> None:
-    """Raise ``OSError`` naming ``path`` when a file cannot be created there."""
-    parent = Path(path).expanduser().resolve().parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=parent):
-            pass
-    except OSError as err:
-        raise OSError(f"{path}: cannot write there ({err.strerror or err})") from err
 
 
 def main(argv=None, stdin=None, stdout=None) -> int:

@@ -194,7 +194,7 @@ class StreamingEnhancer:
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
         if backend == "onnx":
-            from custom_modules.streaming.export import export_model
+            from custom_modules.streaming.onnx_step import export_model
 
             return cls.from_onnx(export_model(model, sample_rate))
         step = FusedUNetStep(model.engine)
@@ -218,8 +218,8 @@ class StreamingEnhancer:
 
     @classmethod
     def from_run(cls, run_folder, backend: str = "eager", checkpoint_key=None):
-        """Load the best checkpoint of a training run (``custom_modules.run_loading``)."""
-        from custom_modules.run_loading import load_run
+        """Load the best checkpoint of a training run (``custom_modules.inference.run_loading``)."""
+        from custom_modules.inference.run_loading import load_run
 
         loaded = load_run(run_folder, device="cpu", checkpoint_key=checkpoint_key)
         return cls.from_model(loaded.model, backend=backend, sample_rate=loaded.sample_rate)
@@ -227,7 +227,7 @@ class StreamingEnhancer:
     @classmethod
     def from_onnx(cls, source):
         """Enhancer running an exported step (path or bytes of a ``.onnx`` file) in onnxruntime."""
-        from custom_modules.streaming.export import onnx_runner
+        from custom_modules.streaming.onnx_step import onnx_runner
 
         runner, meta = onnx_runner(source)
         return cls(

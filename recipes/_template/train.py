@@ -18,9 +18,9 @@ from pathlib import Path
 import speechbrain as sb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a clone, uninstalled
-from custom_modules.brain import EnhancementBrain  # noqa: E402
-from custom_modules.experiment import setup_experiment, train_and_evaluate  # noqa: E402
-from custom_modules.recipe_data import enhancement_datasets, prepare_enhancement_data  # noqa: E402
+from custom_modules.data.recipe_data import enhancement_datasets, prepare_enhancement_data  # noqa: E402
+from custom_modules.training.brain import EnhancementBrain  # noqa: E402
+from custom_modules.training.experiment import setup_experiment, train_and_evaluate  # noqa: E402
 
 
 class TemplateBrain(EnhancementBrain):

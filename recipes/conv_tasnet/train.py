@@ -5,7 +5,7 @@ Conv-TasNet (Luo & Mesgarani, 2019) built from SpeechBrain's blocks
 (``custom_modules/models/conv_tasnet.py``), trained with utterance-level
 permutation-invariant training (uPIT) on the negative SI-SNR
 (``speechbrain.nnet.losses.get_si_snr_with_pitwrapper``). Two-speaker
-mixtures are written once from LibriSpeech (``data_prepare/librispeech_mixtures.py``,
+mixtures are written once from LibriSpeech (``custom_modules/data/librispeech_mixtures.py``,
 8 or 16 kHz: ``sample_rate``); training sees a random ``crop_sec`` chunk of
 every mixture each epoch, validation and test whole utterances. The best
 validation-SI-SNR checkpoint is scored on the test set: SI-SNR and BSS Eval
@@ -30,12 +30,12 @@ from pathlib import Path
 import speechbrain as sb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a clone, uninstalled
-from custom_modules.experiment import setup_experiment, train_and_evaluate  # noqa: E402
-from custom_modules.separation import SeparationBrain  # noqa: E402
-from custom_modules.separation_data import (  # noqa: E402
+from custom_modules.data.separation_data import (  # noqa: E402
     prepare_separation_data,
     separation_datasets,
 )
+from custom_modules.training.experiment import setup_experiment, train_and_evaluate  # noqa: E402
+from custom_modules.training.separation import SeparationBrain  # noqa: E402
 
 
 class ConvTasNetBrain(SeparationBrain):

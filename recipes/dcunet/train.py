@@ -5,7 +5,7 @@ Waveform in, waveform out: the model (``custom_modules/models/dcunet.py``)
 estimates a bounded-tanh complex ratio mask on the STFT of its input. The
 training corruption is an hparam (``train_corruption``):
 
-* ``stft``: the fixed STFT-corruption procedure (``custom_modules/corruption.py``)
+* ``stft``: the fixed STFT-corruption procedure (``custom_modules/data/corruption.py``)
   applied on the fly to clean targets (new draws each epoch);
 * ``mixer``: the shared on-the-fly noise/RIR mixer.
 
@@ -35,11 +35,12 @@ from pathlib import Path
 import speechbrain as sb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a clone, uninstalled
-from custom_modules.brain import METRIC_LABELS, EnhancementBrain  # noqa: E402
-from custom_modules.corruption import StftCorruptedDataset, merge_test_reports  # noqa: E402
-from custom_modules.experiment import setup_experiment, train_and_evaluate  # noqa: E402
-from custom_modules.recipe_data import enhancement_datasets, prepare_enhancement_data  # noqa: E402
-from custom_modules.wsdr import WSDRMetricMixin  # noqa: E402
+from custom_modules.data.corruption import StftCorruptedDataset, merge_test_reports  # noqa: E402
+from custom_modules.data.recipe_data import enhancement_datasets, prepare_enhancement_data  # noqa: E402
+from custom_modules.evaluation.wsdr import WSDRMetricMixin  # noqa: E402
+from custom_modules.training.brain import EnhancementBrain  # noqa: E402
+from custom_modules.training.experiment import setup_experiment, train_and_evaluate  # noqa: E402
+from custom_modules.training.reporting import METRIC_LABELS  # noqa: E402
 
 CORRUPTIONS = ("stft", "mixer")
 

@@ -38,7 +38,7 @@ from hyperpyyaml import resolve_references
 from ruamel.yaml import YAML
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a clone, uninstalled
-from custom_modules.files import atomic_write_bytes, atomic_write_json, atomic_write_text  # noqa: E402
+from custom_modules.audio.files import atomic_write_bytes, atomic_write_json, atomic_write_text  # noqa: E402
 
 INFERENCE_YAML = Path(__file__).resolve().parent / "hparams" / "inference.yaml"
 
@@ -111,12 +111,12 @@ def inference_overrides(run_hparams_path, inference_yaml=INFERENCE_YAML) -> dict
 
 def best_checkpoint(save_folder, key):
     """The run's complete checkpoint with the highest ``key`` in its metadata."""
-    from custom_modules.checkpoints import AtomicCheckpointer
+    from custom_modules.training.checkpoints import AtomicCheckpointer
 
     save_folder = Path(save_folder)
     if not save_folder.is_dir():
         raise ExportError(f"{save_folder}: no checkpoint folder")
-    # Incomplete/unreadable checkpoints are skipped with a warning (custom_modules.checkpoints).
+    # Incomplete/unreadable checkpoints are skipped with a warning (custom_modules.training.checkpoints).
     checkpoint = AtomicCheckpointer(save_folder, {"model": None}).find_checkpoint(max_key=key)
     if checkpoint is None:
         raise ExportError(

@@ -7,7 +7,7 @@ masked log1p magnitudes are trained with an MSE against the target's
 ("signal approximation"), and the waveform is resynthesised with the noisy
 phase. Data, fixed validation/test sets, metrics, checkpoint selection (best
 STOI) and the test report are shared with the other enhancement recipes
-(``custom_modules/recipe_data.py``, ``custom_modules/brain.py``), so the
+(``custom_modules/data/recipe_data.py``, ``custom_modules/training/brain.py``), so the
 results compare with UNet-TCM's on the same test set.
 
 To run::
@@ -34,9 +34,9 @@ import speechbrain as sb
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a clone, uninstalled
-from custom_modules.brain import EnhancementBrain  # noqa: E402
-from custom_modules.experiment import setup_experiment, train_and_evaluate  # noqa: E402
-from custom_modules.recipe_data import enhancement_datasets, prepare_enhancement_data  # noqa: E402
+from custom_modules.data.recipe_data import enhancement_datasets, prepare_enhancement_data  # noqa: E402
+from custom_modules.training.brain import EnhancementBrain  # noqa: E402
+from custom_modules.training.experiment import setup_experiment, train_and_evaluate  # noqa: E402
 
 
 class SEBrain(EnhancementBrain):

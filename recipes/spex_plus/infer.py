@@ -8,7 +8,7 @@ Usage::
         [--chunk_sec 4 --chunk_overlap_sec 0.5] [--device cpu]
 
 * Model: the best checkpoint (validation SI-SDR) of the run folder (the
-  recipe's ``output_folder``), loaded by ``custom_modules.run_loading``. The
+  recipe's ``output_folder``), loaded by ``custom_modules.inference.run_loading``. The
   speaker-classification head is loaded but not used.
 * Inputs: any format soundfile reads, any rate; channel 0 of multichannel
   files (the project's policy). Both are resampled to the model's rate
@@ -20,33 +20,18 @@ Usage::
   with a scale-invariant loss, so the output level is the model's; it is
   scaled down once only if it would clip (the gain is printed).
 * ``--chunk_sec``: process long mixtures in crossfaded chunks (bounded
-  memory, see ``spex_extraction.py``); the embedding is computed once.
+  memory, see ``custom_modules/inference/speaker_extraction.py``); the embedding is computed once.
 """
 
 import argparse
 import sys
-import time
 from pathlib import Path
-
-import numpy as np
-import torch
-import torchaudio
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))  # run from a clone, uninstalled
-sys.path.insert(0, str(HERE))
-from spex_extraction import (  # noqa: E402
-    chunk_lengths,
-    embed_reference,
-    extract_in_chunks,
-    extract_whole,
-    load_for_model,
-)
-
-from custom_modules.files import AudioFileError, write_audio  # noqa: E402
-from custom_modules.run_loading import RunFolderError, load_run  # noqa: E402
-
-PEAK_LIMIT = 0.999  # highest magnitude written as 16-bit PCM
+from custom_modules.audio.files import AudioFileError  # noqa: E402
+from custom_modules.inference.run_loading import RunFolderError, load_run  # noqa: E402
+from custom_modules.inference.speaker_extraction import extract_file  # noqa: E402
 
 
 def build_parser():
@@ -62,41 +47,6 @@ def build_parser():
     parser.add_argument("--chunk_overlap_sec", type=float, default=0.5, help="chunk overlap")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda:0")
     return parser
-
-
-def extract_file(run, mix_path, ref_path, out_path, chunk_sec=None, overlap_sec=0.5):
-    """Extract the speaker of ``ref_path`` from ``mix_path`` into ``out_path``; returns a report dict."""
-    start = time.perf_counter()
-    model, sr = run.model, run.sample_rate
-    mixture, mix_sr, mix_channels = load_for_model(mix_path, sr)
-    reference, ref_sr, _ = load_for_model(ref_path, sr)
-    embedding = embed_reference(model, reference)
-    if chunk_sec:
-        chunk, overlap = chunk_lengths(model, chunk_sec, overlap_sec, sr)
-        estimate = extract_in_chunks(model, mixture, embedding, chunk, overlap)
-    else:
-        estimate = extract_whole(model, mixture, embedding)
-    if not np.all(np.isfinite(estimate)):
-        raise ValueError(f"{mix_path}: the model output has NaN or Inf values")
-    if mix_sr != sr:
-        estimate = torchaudio.functional.resample(torch.from_numpy(estimate), sr, mix_sr).numpy()
-    peak = float(np.max(np.abs(estimate))) if estimate.size else 0.0
-    gain_db = 0.0
-    if peak > PEAK_LIMIT:
-        gain_db = 20 * np.log10(PEAK_LIMIT / peak)
-        estimate = estimate * (PEAK_LIMIT / peak)
-    write_audio(out_path, estimate.astype(np.float32), mix_sr)
-    seconds = time.perf_counter() - start
-    return {
-        "duration_sec": len(mixture) / sr,
-        "mix_sr": mix_sr,
-        "mix_channels": mix_channels,
-        "ref_sr": ref_sr,
-        "ref_sec": len(reference) / sr,
-        "gain_db": gain_db,
-        "seconds": seconds,
-        "rtf": seconds / max(len(mixture) / sr, 1e-9),
-    }
 
 
 def main(argv=None) -> int:

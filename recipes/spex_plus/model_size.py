@@ -10,7 +10,7 @@ inference uses), parameters with a head of ``--num_speakers`` classes (251
 training speakers in train-clean-100; what training uses), MACs per second
 of mixture of the extraction path (encoder, extractor, decoders; batch of one,
 steady state) and MACs of embedding one second of reference. MACs are counted
-by ``custom_modules.complexity`` (convolutions and linear layers).
+by ``custom_modules.evaluation.complexity`` (convolutions and linear layers).
 """
 
 import argparse
@@ -22,7 +22,7 @@ from torch import nn
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))  # run from a clone, uninstalled
-from custom_modules.complexity import (  # noqa: E402
+from custom_modules.evaluation.complexity import (  # noqa: E402
     count_macs,
     count_parameters,
     load_recipe_model,

@@ -12,14 +12,16 @@ Usage::
   ``checkpoint_key`` (validation SI-SDR) is loaded. The model is rebuilt with
   the ``num_speakers`` and the model sizes (``MODEL_KEYS``, e.g. a width
   ablation's ``--hidden_channels``) the run recorded in its
-  ``hyperparams.yaml``. ``--data_folder`` is not needed (nothing is prepared).
+  ``hyperparams.yaml`` (``num_speakers: 0``, the recipe's default: the
+  checkpoint sizes the speaker head). ``--data_folder`` is not needed (nothing
+  is prepared).
 * The YAML's ``test_metrics`` decide what is scored: with ``si_snr_zero_ref``
   / ``si_snr_other_ref`` (on in the recipe YAMLs) every mixture is also
   extracted with an all-zero reference / the reference of another triplet
-  (``custom_modules/tse.py``), reported next to the normal SI-SDR(i).
+  (``custom_modules/training/tse.py``), reported next to the normal SI-SDR(i).
   ``--test_metrics "[si_snr, pesq]"`` leaves them out.
 * The custom directory holds ``mix/<ID>-mixed.wav``, ``refs/<ID>-ref.wav``
-  and ``targets/<ID>-target.wav`` (see ``custom_modules.datasets.CustomDirDataset``;
+  and ``targets/<ID>-target.wav`` (see ``custom_modules.data.datasets.CustomDirDataset``;
   files at another rate are resampled on load). Targets are needed to score;
   to extract without targets, use ``infer.py``.
 * Report (default ``<run>/custom_test/<custom dir name>/``): the shared test
@@ -29,13 +31,12 @@ Usage::
   ``test_log.txt``. Whole utterances are processed (batch size 1).
 * ``--chunk_sec``: chunked evaluation as well. Every mixture is also processed
   in chunks of that length overlapping by ``--chunk_overlap_sec`` (crossfaded,
-  see ``spex_extraction.py``), and ``chunked_vs_whole.csv`` / ``chunked_summary.json``
+  see ``custom_modules/inference/speaker_extraction.py``), and ``chunked_vs_whole.csv`` / ``chunked_summary.json``
   compare chunked and whole-utterance SI-SDR on the same set.
 """
 
 import argparse
 import csv
-import importlib.util
 import io
 import json
 import sys
@@ -45,27 +46,14 @@ import speechbrain as sb
 from hyperpyyaml import resolve_references
 from ruamel.yaml import YAML
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[1]))  # run from a clone, uninstalled
-sys.path.insert(0, str(HERE))
-from spex_extraction import chunked_evaluation  # noqa: E402
-
-from custom_modules.datasets import CustomDirDataset  # noqa: E402
-from custom_modules.files import atomic_write_json, atomic_write_text  # noqa: E402
-from custom_modules.run_loading import RunFolderError, find_best_checkpoint  # noqa: E402
-
-
-def _load_train_module():
-    """This recipe's train.py under a unique module name (other recipes have a train.py too)."""
-    name = "spex_plus_train"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, HERE / "train.py")
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-spex_train = _load_train_module()
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a clone, uninstalled
+from custom_modules.audio.files import atomic_write_json, atomic_write_text  # noqa: E402
+from custom_modules.data.datasets import CustomDirDataset  # noqa: E402
+from custom_modules.data.tse_data import KEYS  # noqa: E402
+from custom_modules.inference.run_loading import RunFolderError, find_best_checkpoint  # noqa: E402
+from custom_modules.inference.speaker_extraction import chunked_evaluation  # noqa: E402
+from custom_modules.training.experiment import load_hparams, overrides_dict  # noqa: E402
+from custom_modules.training.tse import SpexPlusBrain  # noqa: E402
 
 
 def parse_args(argv):
@@ -147,7 +135,7 @@ def main(argv=None):
     args, rest = parse_args(sys.argv[1:] if argv is None else argv)
     test_dir = Path(args.test_dir).resolve()
     hparams_file, run_opts, overrides = sb.parse_arguments(rest)
-    overrides = spex_train.overrides_dict(overrides)
+    overrides = overrides_dict(overrides)
     overrides.setdefault("data_folder", str(test_dir))  # a placeholder: nothing is prepared
 
     tree = resolved_tree(hparams_file, overrides)
@@ -169,15 +157,15 @@ def main(argv=None):
             f"{test_dir / 'targets'} not found: scoring needs targets/<ID>-target.wav "
             "(to extract without targets use recipes/spex_plus/infer.py)"
         )
-    dataset = CustomDirDataset(test_dir, sr=tree["sample_rate"], keys=spex_train.KEYS)
+    dataset = CustomDirDataset(test_dir, sr=tree["sample_rate"], keys=KEYS)
 
-    hparams = spex_train.load_hparams(hparams_file, overrides)
+    hparams = load_hparams(hparams_file, overrides)
     sb.create_experiment_directory(report, hyperparams_to_save=hparams_file, overrides=overrides)
     # Refuse to evaluate an untrained model (SpeechBrain would just warn).
     best = find_best_checkpoint(hparams["checkpointer"], hparams["checkpoint_key"])
     print(f"Evaluating {best.path} on {len(dataset)} utterances of {test_dir}")
 
-    brain = spex_train.SpexPlusBrain(
+    brain = SpexPlusBrain(
         modules=hparams["modules"],
         hparams=hparams,
         run_opts=run_opts,

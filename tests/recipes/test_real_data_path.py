@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from custom_modules.files import load_manifest
+from custom_modules.audio.files import load_manifest
 from tests.recipes.test_recipes import RECIPES, run_recipe
 
 REPO = Path(__file__).resolve().parents[2]

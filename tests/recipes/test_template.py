@@ -1,13 +1,11 @@
 """A recipe copied from the template is discovered and runs in the harness."""
 
 import shutil
-import sys
 
 import pytest
 from test_recipes import ROOT, discover, run_recipe
 
-sys.path.insert(0, str(ROOT / "scripts"))
-from new_recipe import create_recipe  # noqa: E402
+from scripts.new_recipe import create_recipe
 
 
 def test_copy_refuses_bad_names_and_overwrites(tmp_path):

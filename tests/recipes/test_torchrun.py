@@ -36,7 +36,7 @@ def test_torchrun_two_processes(demo_corpus, tmp_path):
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-6000:]
 
-    # Each rank reports its first training batch of each epoch (debug mode).
+    # Each rank logs its first training batch of each epoch (debug mode; a log record per rank).
     draws = re.findall(
         r"\[rank (\d)\] epoch (\d+) first training batch: ids=(\[.*?\]) checksum=(\S+)", log
     )

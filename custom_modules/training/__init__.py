@@ -1,0 +1,1 @@
+"""Training: the shared Brain pieces, experiment flow, checkpoints, losses and run reports."""
