@@ -90,6 +90,9 @@ def collect(output: Path, key: str) -> dict:
     summaries = sorted(output.rglob("test_report*/summary.json"))
     if summaries:
         summary = json.loads(summaries[0].read_text())
+        # Recipes tested under several corruptions (DCUNet) nest their figures: the first one.
+        if "per_corruption" in summary and f"{METRICS[0]}_delta" not in summary:
+            summary = next(iter(summary["per_corruption"].values()))
         result["test"] = {m: summary.get(f"{m}_delta") for m in METRICS}
         result["test_mixture"] = {m: summary.get(f"{m}_mixture") for m in METRICS}
     log = output / "train_log.txt"
