@@ -19,10 +19,8 @@ Writes ``<out>/fit_check.json`` (per utterance and the means) atomically.
 import argparse
 import json
 import sys
-from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
 import soundfile as sf
 import torch
 
@@ -31,6 +29,7 @@ from custom_modules.data.fixed_sets import write_fixed_set
 from custom_modules.data.recipe_data import build_mixer, split_manifest
 from custom_modules.evaluation.metrics import utterance_metrics
 from custom_modules.inference.run_loading import load_run
+from custom_modules.training.reporting import summarize_by_condition
 
 METRICS = ("si_snr", "stoi", "pesq")
 
@@ -48,25 +47,20 @@ def source_kind(source: str) -> str:
 
 
 def group_means(records, key) -> dict:
-    """``{group: {"n": count, "<metric>_delta": mean}}`` over records grouped by ``key``.
+    """``{group: {"n": count, "<metric>_<part>": mean}}`` over records grouped by ``key``.
+
+    The means of the test reports (:func:`summarize_by_condition`: non-finite values left out).
 
     Example
     -------
-    >>> rows = [{"c": "a", "si_snr_delta": 1.0}, {"c": "a", "si_snr_delta": 3.0}]
+    >>> rows = [{"c": "a", "si_snr_mixture": 0.0, "si_snr_estimate": 1.0, "si_snr_delta": 1.0},
+    ...         {"c": "a", "si_snr_mixture": 0.0, "si_snr_estimate": 3.0, "si_snr_delta": 3.0}]
     >>> group_means(rows, "c")["a"]["si_snr_delta"]
     2.0
     """
-    groups = defaultdict(list)
-    for record in records:
-        groups[record[key]].append(record)
-    out = {}
-    for name, rows in sorted(groups.items()):
-        out[name] = {"n": len(rows)}
-        for metric in METRICS:
-            values = [r[f"{metric}_delta"] for r in rows if f"{metric}_delta" in r]
-            if values:
-                out[name][f"{metric}_delta"] = float(np.mean(values))
-    return out
+    metrics = [m for m in METRICS if records and f"{m}_delta" in records[0]]
+    groups = summarize_by_condition(records, metrics, key)
+    return {name: {"n": part.pop("num_utterances"), **part} for name, part in groups.items()}
 
 
 def score_training_fit(run, num_examples=40, seed=77, out=None, data_folder=None):
@@ -100,22 +94,21 @@ def score_training_fit(run, num_examples=40, seed=77, out=None, data_folder=None
         noise_ids = [segment.get("id") for segment in entry.get("noise") or []]
         record = {
             "id": key,
+            "split": "train",
             "condition": "dry" if entry.get("speech_rir") is None else "reverberant",
             "noise_source": sources.get(noise_ids[0], "unknown") if noise_ids else "unknown",
         }
-        for metric in METRICS:
-            if isinstance(after.get(metric), float) and isinstance(before.get(metric), float):
-                record[f"{metric}_mixture"] = before[metric]
-                record[f"{metric}_delta"] = after[metric] - before[metric]
+        for metric in METRICS:  # NaN where a metric failed (left out of the means)
+            record[f"{metric}_mixture"] = before[metric]
+            record[f"{metric}_estimate"] = after[metric]
+            record[f"{metric}_delta"] = after[metric] - before[metric]
         records.append(record)
-    for record in records:
-        record["all"] = "all"
     summary = {
         "run": str(run),
         "checkpoint": loaded.describe(),
         "num_examples": len(records),
         "seed": seed,
-        "all": group_means(records, "all")["all"],
+        "all": group_means(records, "split")["train"],
         "by_condition": group_means(records, "condition"),
         "by_noise_source": group_means(records, "noise_source"),
         "per_utterance": records,

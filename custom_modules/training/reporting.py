@@ -111,8 +111,10 @@ def write_example(folder, uid, signals, sr) -> None:
     save_spectrograms_png(folder / uid / "spectrograms.png", signals, sr=sr, title=uid)
 
 
-def summarize_by_condition(rows, metrics) -> dict:
+def summarize_by_condition(rows, metrics, key="condition") -> dict:
     """Means of every metric part per ``condition`` of the rows (e.g. dry / reverberant speech).
+
+    ``key`` names another grouping field of the rows (e.g. the noise source).
 
     Example
     -------
@@ -124,8 +126,8 @@ def summarize_by_condition(rows, metrics) -> dict:
     """
     groups = {}
     for row in rows:
-        if row.get("condition") is not None:
-            groups.setdefault(row["condition"], []).append(row)
+        if row.get(key) is not None:
+            groups.setdefault(row[key], []).append(row)
     result = {}
     for condition in sorted(groups):
         part = {"num_utterances": len(groups[condition])}
