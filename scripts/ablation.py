@@ -10,17 +10,27 @@ Usage::
         --variant baseline= \\
         --variant compressed_loss="--loss_compress_exponent 0.3"
 
+    # SpEx+: equal CPU time (fair under load), its own metrics and diagnostics
+    python -m scripts.ablation --train recipes/spex_plus/train.py \\
+        --hparams recipes/spex_plus/hparams/spex_plus_cpu.yaml --out results/tse_ablation \\
+        --budget_minutes 10 --budget_clock cpu --key si_snr \\
+        --metrics si_snr pesq si_snr_zero_ref --train_stats speaker_acc \\
+        --variant baseline= --variant no_ce="--ce_weight 0"
+
 Every variant is one training run of the recipe (``<out>/<name>``) with the
-common overrides, then its own, then ``--max_train_minutes <budget>``. Runs go
-``--parallel`` at a time, each pinned to ``--threads`` threads
-(``OMP_NUM_THREADS``; with 2 runs of 1 thread on 2 cores each run has a core,
-so the budget is equal wall-clock *and* equal CPU). A run that already has a
-test summary is not run again (delete its folder to redo it).
+common overrides, then its own, then ``--max_train_minutes <budget>`` (and
+``--budget_clock cpu`` when asked: the budget is then CPU time, equal compute
+for every variant however busy the machine is). Runs go ``--parallel`` at a
+time, each pinned to ``--threads`` threads (``OMP_NUM_THREADS``; with 2 runs of
+1 thread on 2 cores each run has a core, so the budget is equal wall-clock
+*and* equal CPU). A run that already has a test summary is not run again
+(delete its folder to redo it).
 
 The table (``<out>/ablation.md``, ``<out>/ablation.json``) gives per variant:
 the validation metrics of its best checkpoint (by the recipe's
 ``checkpoint_key``: the figure to choose on), the test-set summary of that
-checkpoint (mixture / estimate deltas), optimizer steps and epochs done, and
+checkpoint (deltas of ``--metrics``), training statistics of the last epoch
+(``--train_stats``, from the train log), optimizer steps and epochs done, and
 the exact command. The machine's CPU and load are recorded.
 """
 
@@ -46,7 +56,7 @@ from custom_modules.audio.files import atomic_write_json, atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 
-METRICS = ("si_snr", "stoi", "pesq")
+METRICS = ("si_snr", "stoi", "pesq")  # default --metrics (enhancement recipes)
 
 
 def parse_variant(text: str):
@@ -63,6 +73,7 @@ def run_variant(args, name, overrides):
     command = [
         sys.executable, args.train, args.hparams, *shlex.split(args.common), *overrides,
         "--output_folder", str(output), "--max_train_minutes", str(args.budget_minutes),
+        *(["--budget_clock", args.budget_clock] if args.budget_clock else []),
         "--noprogressbar",
     ]  # fmt: skip
     if not list(output.rglob("test_report*/summary.json")):
@@ -77,28 +88,45 @@ def run_variant(args, name, overrides):
     return command
 
 
-def collect(output: Path, key: str) -> dict:
+def last_train_stats(log_text: str, names) -> dict:
+    """``names`` from the train part of the last ``epoch:`` line of a SpeechBrain train log.
+
+    >>> line = "epoch: 3, lr: 1e-3 - train loss: -2.1, train speaker_acc: 9.3e-01 - valid loss: 1"
+    >>> last_train_stats(line, ["speaker_acc", "missing"])
+    {'speaker_acc': 0.93, 'missing': None}
+    """
+    epochs = [line for line in log_text.splitlines() if line.startswith("epoch:")]
+    stats = {name: None for name in names}
+    if epochs:
+        for name in names:
+            match = re.search(rf"train {re.escape(name)}: ([-+0-9.eE]+)", epochs[-1])
+            stats[name] = float(match.group(1)) if match else None
+    return stats
+
+
+def collect(output: Path, key: str, metrics=METRICS, train_stats=()) -> dict:
     """Best-checkpoint validation metrics, test summary and progress of one run."""
-    result = {"valid": None, "test": None, "epochs": None, "steps": None}
+    result = {"valid": None, "test": None, "train": None, "epochs": None, "steps": None}
     best = None
     for meta_path in output.glob("save/CKPT+*/CKPT.yaml"):
         meta = yaml.safe_load(meta_path.read_text())
         if key in meta and (best is None or meta[key] > best[key]):
             best = meta
     if best is not None:
-        result["valid"] = {m: best.get(m) for m in METRICS}
+        result["valid"] = {m: best.get(m) for m in metrics}
     summaries = sorted(output.rglob("test_report*/summary.json"))
     if summaries:
         summary = json.loads(summaries[0].read_text())
         # Recipes tested under several corruptions (DCUNet) nest their figures: the first one.
-        if "per_corruption" in summary and f"{METRICS[0]}_delta" not in summary:
+        if "per_corruption" in summary and f"{metrics[0]}_delta" not in summary:
             summary = next(iter(summary["per_corruption"].values()))
-        result["test"] = {m: summary.get(f"{m}_delta") for m in METRICS}
-        result["test_mixture"] = {m: summary.get(f"{m}_mixture") for m in METRICS}
+        result["test"] = {m: summary.get(f"{m}_delta") for m in metrics}
+        result["test_mixture"] = {m: summary.get(f"{m}_mixture") for m in metrics}
     log = output / "train_log.txt"
     if log.is_file():
-        epochs = [line for line in log.read_text().splitlines() if line.startswith("epoch:")]
-        result["epochs"] = len(epochs)
+        text = log.read_text()
+        result["epochs"] = sum(line.startswith("epoch:") for line in text.splitlines())
+        result["train"] = last_train_stats(text, train_stats)
     brain = sorted(output.glob("save/CKPT+*/brain.ckpt"))
     if brain:
         state = yaml.safe_load(brain[-1].read_text())
@@ -106,29 +134,31 @@ def collect(output: Path, key: str) -> dict:
     return result
 
 
-def table(results: dict) -> str:
-    """Markdown table of the variants."""
-    lines = [
-        "| variant | valid SI-SDR | valid STOI | valid PESQ | test ΔSI-SDR | test ΔSTOI "
-        "| test ΔPESQ | epochs | steps |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+def table(results: dict, metrics=METRICS, train_stats=()) -> str:
+    """Markdown table of the variants: valid and test (delta) ``metrics``, ``train_stats``."""
+    digits = {"stoi": 3, "pesq": 3}
+    header = (
+        [f"valid {m}" for m in metrics]
+        + [f"test Δ{m}" for m in metrics]
+        + [f"train {name} (last epoch)" for name in train_stats]
+        + ["epochs", "steps"]
+    )
+    lines = ["| variant | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
 
-    def fmt(value, digits):
-        return "–" if value is None else f"{value:.{digits}f}"
-
-    def signed(value, digits):
-        return "–" if value is None else f"{value:+.{digits}f}"
+    def fmt(value, digits, sign=""):
+        return "–" if value is None else f"{value:{sign}.{digits}f}"
 
     for name, result in results.items():
         valid = result["valid"] or {}
         test = result["test"] or {}
-        lines.append(
-            f"| {name} | {fmt(valid.get('si_snr'), 2)} | {fmt(valid.get('stoi'), 3)} "
-            f"| {fmt(valid.get('pesq'), 3)} | {signed(test.get('si_snr'), 2)} "
-            f"| {signed(test.get('stoi'), 3)} | {signed(test.get('pesq'), 3)} "
-            f"| {result['epochs'] or '–'} | {result['steps'] or '–'} |"
+        train = result.get("train") or {}
+        cells = (
+            [fmt(valid.get(m), digits.get(m, 2)) for m in metrics]
+            + [fmt(test.get(m), digits.get(m, 2), "+") for m in metrics]
+            + [fmt(train.get(n), 3) for n in train_stats]
+            + [str(result["epochs"] or "–"), str(result["steps"] or "–")]
         )
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -142,6 +172,14 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--common", default="", help="overrides of every variant")
     parser.add_argument("--key", default="stoi", help="checkpoint key (max)")
+    parser.add_argument(
+        "--budget_clock", choices=("wall", "cpu"), default=None,
+        help="clock of the budget (the YAML's budget_clock; cpu: equal compute under load)",
+    )  # fmt: skip
+    parser.add_argument("--metrics", nargs="+", default=list(METRICS), help="test summary keys")
+    parser.add_argument(
+        "--train_stats", nargs="*", default=[], help="train-log fields of the last epoch"
+    )
     parser.add_argument("--variant", action="append", type=parse_variant, required=True)
     args = parser.parse_args(argv)
     known = set(re.findall(r"^([A-Za-z_]\w*)\s*:", Path(args.hparams).read_text(), re.MULTILINE))
@@ -159,10 +197,13 @@ def main(argv=None):
             zip(names, pool.map(lambda v: run_variant(args, *v), args.variant), strict=True)
         )
     machine["load_after"] = load_average()
-    results = {name: collect(Path(args.out) / name, args.key) for name in names}
+    results = {
+        name: collect(Path(args.out) / name, args.key, args.metrics, args.train_stats)
+        for name in names
+    }
     for name in names:
         results[name]["command"] = shlex.join(commands[name])
-    text = table(results)
+    text = table(results, args.metrics, args.train_stats)
     print(text)
     print(
         f"\nCPU: {machine['cpu_model']}; load before {machine['load_before']}, after {machine['load_after']}"
@@ -171,7 +212,8 @@ def main(argv=None):
     atomic_write_text(out / "ablation.md", text + "\n")
     atomic_write_json(
         out / "ablation.json",
-        {"machine": machine, "budget_minutes": args.budget_minutes, "threads": args.threads,
+        {"machine": machine, "budget_minutes": args.budget_minutes,
+         "budget_clock": args.budget_clock or "wall", "threads": args.threads,
          "parallel": args.parallel, "results": results},
     )  # fmt: skip
 

@@ -1,7 +1,7 @@
 """Training budgets and learning-rate schedules of the recipes (built by their YAMLs).
 
-* :class:`TimeLimitedEpochCounter`: SpeechBrain's epoch counter with a wall-clock
-  budget (``max_train_minutes``) that survives resuming;
+* :class:`TimeLimitedEpochCounter`: SpeechBrain's epoch counter with a time
+  budget (``max_train_minutes``, wall-clock or CPU time) that survives resuming;
 * :class:`WarmupCosineSchedule`: linear warm-up, then cosine decay over the
   training progress (of the time budget when there is one).
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 
 from speechbrain.utils.checkpoints import (
@@ -22,6 +23,19 @@ from speechbrain.utils.epoch_loop import EpochCounter
 logger = logging.getLogger(__name__)
 
 
+BUDGET_CLOCKS = ("wall", "cpu")
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process (all threads) and of its finished child processes.
+
+    DataLoader workers and metric workers are children: their time counts once
+    they have exited (a DataLoader's workers exit at the end of each epoch).
+    """
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
 @register_checkpoint_hooks
 class TimeLimitedEpochCounter(EpochCounter):
     """An ``EpochCounter`` that also stops once ``max_minutes`` of training have passed.
@@ -32,6 +46,13 @@ class TimeLimitedEpochCounter(EpochCounter):
     disables the limit. :meth:`progress` tells the learning-rate schedule how
     far training is.
 
+    ``clock="wall"`` counts wall-clock time; ``clock="cpu"`` counts CPU time
+    (:func:`cpu_seconds`), so that runs compared "at equal budget" get equal
+    compute however busy the machine is (one thread: CPU time = wall-clock time
+    on a quiet core). The clock starts at the first epoch or at :meth:`start`,
+    whichever comes first (work done before the first epoch, such as
+    speaker-branch pretraining, calls :meth:`start` so it counts too).
+
     Example
     -------
     >>> counter = TimeLimitedEpochCounter(limit=3, max_minutes=0)
@@ -39,17 +60,30 @@ class TimeLimitedEpochCounter(EpochCounter):
     [1, 2, 3]
     >>> counter.progress(step_in_epoch=10, batches_per_epoch=10)
     1.0
+    >>> TimeLimitedEpochCounter(limit=3, max_minutes=1, clock="cpu").elapsed_seconds()
+    0.0
     """
 
-    def __init__(self, limit, max_minutes=0.0):
+    def __init__(self, limit, max_minutes=0.0, clock="wall"):
         super().__init__(limit)
+        if clock not in BUDGET_CLOCKS:
+            raise ValueError(f"budget clock must be one of {BUDGET_CLOCKS}, got {clock!r}")
         self.max_minutes = float(max_minutes)
+        self.clock = clock
         self._start = None
         self._elapsed_before = 0.0  # seconds trained by earlier processes of this run
 
+    def _now(self) -> float:
+        return cpu_seconds() if self.clock == "cpu" else time.monotonic()
+
+    def start(self):
+        """Start the budget's clock now (no effect once it runs)."""
+        if self._start is None:
+            self._start = self._now()
+
     def elapsed_seconds(self) -> float:
         """Training time of this run so far, earlier (resumed) processes included."""
-        since = 0.0 if self._start is None else time.monotonic() - self._start
+        since = 0.0 if self._start is None else self._now() - self._start
         return self._elapsed_before + since
 
     def progress(self, step_in_epoch: int, batches_per_epoch: int) -> float:
@@ -62,10 +96,12 @@ class TimeLimitedEpochCounter(EpochCounter):
         return min(max(fraction, 0.0), 1.0)
 
     def __next__(self):
-        if self._start is None:
-            self._start = time.monotonic()
+        self.start()
         if self.max_minutes > 0 and self.elapsed_seconds() / 60 > self.max_minutes:
-            logger.info(f"Time budget of {self.max_minutes} min used up: stopping training")
+            logger.info(
+                f"Time budget of {self.max_minutes} min ({self.clock} clock) used up: "
+                "stopping training"
+            )
             raise StopIteration
         return super().__next__()
 

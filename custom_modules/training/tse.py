@@ -156,6 +156,7 @@ class SpeakerExtractionBrain(EnhancementBrain):
         steps = int(self.hparams.speaker_pretrain_steps)
         fresh = self.optimizer_step == 0 and self.hparams.epoch_counter.current == 0
         if steps > 0 and fresh:
+            self.hparams.epoch_counter.start()  # pretraining counts against the budget
             self.pretrain_speaker_branch(min(steps, self.debug_batches) if self.debug else steps)
 
     def pretrain_speaker_branch(self, steps):

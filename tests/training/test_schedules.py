@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 from speechbrain.utils.checkpoints import Checkpointer
@@ -39,6 +40,42 @@ def test_counters_saved_without_a_time_still_load(tmp_path):
     counter = TimeLimitedEpochCounter(limit=10, max_minutes=5)
     counter._recover(tmp_path / "counter.ckpt")
     assert counter.current == 7 and counter.elapsed_seconds() == 0.0
+
+
+def test_cpu_clock_counts_compute_not_waiting(monkeypatch):
+    """clock="cpu": only CPU time spends the budget (a busy machine makes it no smaller)."""
+    cpu = {"seconds": 50.0}
+    wall = {"now": 1000.0}
+    monkeypatch.setattr("custom_modules.training.schedules.cpu_seconds", lambda: cpu["seconds"])
+    monkeypatch.setattr("custom_modules.training.schedules.time.monotonic", lambda: wall["now"])
+    counter = TimeLimitedEpochCounter(limit=100, max_minutes=2, clock="cpu")
+    counter.start()  # e.g. before speaker pretraining
+    cpu["seconds"] += 60  # one CPU minute of pretraining
+    wall["now"] += 600  # ten wall-clock minutes: waiting for the CPU
+    assert next(counter) == 1
+    assert counter.progress(0, 10) == pytest.approx(0.5)
+    cpu["seconds"] += 61
+    with pytest.raises(StopIteration):
+        next(counter)
+
+
+def test_cpu_seconds_grows_with_work_and_not_with_sleep():
+    from custom_modules.training import schedules
+
+    before = schedules.cpu_seconds()
+    time.sleep(0.2)
+    slept = schedules.cpu_seconds() - before
+    total = 0.0
+    start = time.process_time()
+    while time.process_time() - start < 0.3:
+        total += math.sqrt(total + 1.0)
+    worked = schedules.cpu_seconds() - before - slept
+    assert slept < 0.1 and worked >= 0.25
+
+
+def test_unknown_budget_clock_is_refused():
+    with pytest.raises(ValueError, match="budget clock"):
+        TimeLimitedEpochCounter(limit=1, max_minutes=1, clock="gpu")
 
 
 def test_progress_without_a_budget_counts_epochs():
