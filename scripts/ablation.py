@@ -67,11 +67,28 @@ def parse_variant(text: str):
     return name, shlex.split(overrides)
 
 
+def merge_overrides(common, overrides):
+    """``--key value ...`` of ``common`` with those of ``overrides`` replacing the same keys.
+
+    >>> merge_overrides(["--lr", "1", "--seed", "2"], ["--lr", "3"])
+    ['--seed', '2', '--lr', '3']
+    """
+    replaced = {token for token in overrides if token.startswith("--")}
+    merged, skipping = [], False
+    for token in common:
+        if token.startswith("--"):
+            skipping = token in replaced
+        if not skipping:
+            merged.append(token)
+    return merged + list(overrides)
+
+
 def run_variant(args, name, overrides):
     """Train one variant (unless done); return its command."""
     output = Path(args.out) / name
     command = [
-        sys.executable, args.train, args.hparams, *shlex.split(args.common), *overrides,
+        sys.executable, args.train, args.hparams,
+        *merge_overrides(shlex.split(args.common), overrides),
         "--output_folder", str(output), "--max_train_minutes", str(args.budget_minutes),
         *(["--budget_clock", args.budget_clock] if args.budget_clock else []),
         "--noprogressbar",
