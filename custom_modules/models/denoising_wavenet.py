@@ -75,6 +75,9 @@ class ResidualLayer(nn.Module):
         Channels of the residual path and of the skip output.
     kernel_size, dilation : int
         Of the non-causal dilated convolution.
+    residual : bool
+        False for the last layer, whose residual output nothing reads (no
+        parameter without a gradient): ``forward`` then returns ``None`` for it.
 
     ``forward(x)`` maps ``(batch, residual_channels, n)`` to the residual
     output ``(batch, residual_channels, n - dilation * (kernel_size - 1))``
@@ -88,12 +91,14 @@ class ResidualLayer(nn.Module):
     ((2, 4, 16), (2, 6, 16))
     """
 
-    def __init__(self, residual_channels=128, skip_channels=128, kernel_size=3, dilation=1):
+    def __init__(
+        self, residual_channels=128, skip_channels=128, kernel_size=3, dilation=1, residual=True
+    ):
         super().__init__()
         self.dilated = nn.Conv1d(
             residual_channels, 2 * residual_channels, kernel_size, dilation=dilation
         )
-        self.residual = nn.Conv1d(residual_channels, residual_channels, 1)
+        self.residual = nn.Conv1d(residual_channels, residual_channels, 1) if residual else None
         self.skip = nn.Conv1d(residual_channels, skip_channels, 1)
         self.context = dilation * (kernel_size - 1)
 
@@ -101,8 +106,9 @@ class ResidualLayer(nn.Module):
         """(residual, skip) outputs, both ``context`` samples shorter than ``x``."""
         filt, gate = self.dilated(x).chunk(2, dim=1)
         z = torch.tanh(filt) * torch.sigmoid(gate)
-        residual = self.residual(z) + center_crop(x, z.shape[-1])
-        return residual, self.skip(z)
+        if self.residual is None:
+            return None, self.skip(z)
+        return self.residual(z) + center_crop(x, z.shape[-1]), self.skip(z)
 
 
 class DenoisingWaveNet(nn.Module):
@@ -171,10 +177,12 @@ class DenoisingWaveNet(nn.Module):
         self.target_field = int(target_field)
         self.max_fragments = int(max_fragments)
         self.input_conv = nn.Conv1d(1, residual_channels, input_kernel_size)
+        schedule = [int(d) for _ in range(num_stacks) for d in dilations]
         self.layers = nn.ModuleList(
-            ResidualLayer(residual_channels, skip_channels, kernel_size, int(d))
-            for _ in range(num_stacks)
-            for d in dilations
+            ResidualLayer(
+                residual_channels, skip_channels, kernel_size, d, residual=i < len(schedule) - 1
+            )
+            for i, d in enumerate(schedule)
         )
         first, second = output_channels
         self.output = nn.Sequential(
@@ -216,7 +224,7 @@ class DenoisingWaveNet(nn.Module):
         for layer in self.layers:
             h, skip = layer(h)
             skips.append(skip)
-        total = sum(center_crop(skip, h.shape[-1]) for skip in skips)
+        total = sum(center_crop(skip, skips[-1].shape[-1]) for skip in skips)
         return self.output(total).squeeze(1)
 
     def center(self, x: torch.Tensor, lengths: torch.Tensor | None = None):

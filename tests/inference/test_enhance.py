@@ -65,18 +65,19 @@ def snapshot(folder: Path) -> dict:
     }
 
 
-def make_run_folder(run: Path, metas) -> list:
+def make_run_folder(run: Path, metas, recipe_yaml=RECIPE_YAML, overrides=None) -> list:
     """Write hyperparams.yaml + one checkpoint per meta (weights perturbed each time).
 
+    ``recipe_yaml`` and ``overrides`` default to ``unet_cpu.yaml`` with the tiny engine.
     Returns the model state dict saved with each checkpoint.
     """
-    overrides = {"data_folder": "/nonexistent/demo", "engine": TINY_ENGINE}
-    with open(RECIPE_YAML, encoding="utf-8") as handle:
+    overrides = {"data_folder": "/nonexistent/demo", **(overrides or {"engine": TINY_ENGINE})}
+    with open(recipe_yaml, encoding="utf-8") as handle:
         text = resolve_references(handle, overrides).getvalue()
     assert "output_folder: results/" in text  # relative path, as recorded by training
     run.mkdir(parents=True)
     (run / "hyperparams.yaml").write_text(text, encoding="utf-8")
-    with torch.random.fork_rng(devices=[]), open(RECIPE_YAML, encoding="utf-8") as handle:
+    with torch.random.fork_rng(devices=[]), open(recipe_yaml, encoding="utf-8") as handle:
         hparams = load_hyperpyyaml(handle, {**overrides, "output_folder": str(run)})
     generator = torch.Generator().manual_seed(0)
     states = []
