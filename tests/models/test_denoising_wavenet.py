@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from custom_modules.evaluation.complexity import count_parameters, load_recipe_model
+from custom_modules.evaluation.complexity import count_macs, count_parameters, load_recipe_model
+from custom_modules.evaluation.complexity import main as complexity_main
 from custom_modules.models.denoising_wavenet import DenoisingWaveNet
 from custom_modules.training.losses import si_sdr
 
@@ -194,3 +195,21 @@ def test_paper_configuration_of_the_recipe():
     assert net.output[1].out_channels == 2048 and net.output[3].out_channels == 256
     readme = (RECIPE.parent / "README.md").read_text()
     assert re.search(rf"\b{count_parameters(net):,}\b", readme), "README parameter count"
+
+
+def test_complexity_cli_reports_the_receptive_field(tmp_path, capsys):
+    yaml_file = tmp_path / "tiny.yaml"
+    yaml_file.write_text(
+        "data_folder: !PLACEHOLDER\n"
+        "model: !new:custom_modules.models.denoising_wavenet.DenoisingWaveNet\n"
+        "    num_stacks: 1\n    dilations: [1, 2]\n    residual_channels: 2\n"
+        "    skip_channels: 2\n    output_channels: [2, 2]\n    target_field: 1000\n"
+    )
+    result = complexity_main([str(yaml_file)])[str(yaml_file)]
+    assert result["receptive_field"] == 1 + 2 + 2 * 3 + 4
+    # Whole-signal inference: one more fragment of target_field + rf - 1 inputs per second.
+    net = DenoisingWaveNet(num_stacks=1, dilations=[1, 2], residual_channels=2, skip_channels=2,
+                           output_channels=[2, 2], target_field=1000)  # fmt: skip
+    per_fragment = count_macs(net, torch.zeros(1, 1000))
+    assert result["macs_per_second"] == 16 * per_fragment  # 16 fragments per second at 16 kHz
+    assert "receptive field 13 samples" in capsys.readouterr().out
