@@ -396,23 +396,35 @@ def test_list_jobs_skips_hidden_and_output_files_and_refuses_collisions(tmp_path
         ResampledReader(write(tmp_path / "empty.wav", np.zeros(0), SR))
 
 
-def test_long_file_memory_stays_bounded(loaded, tmp_path):
-    """10 minutes at 16 kHz: the peak RSS grows by far less than one whole-file float32 copy."""
+def status_kb(field):
+    """A ``/proc/self/status`` field in kB (``VmRSS``, ``VmHWM``); skips the test without it."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    pytest.skip(f"/proc/self/status has no {field}")
+
+
+def peak_rss_reset():
+    """``/proc/self/clear_refs``, writable to reset the peak RSS; skips the test without it."""
     clear_refs = Path("/proc/self/clear_refs")
     if not os.access(clear_refs, os.W_OK):
         pytest.skip("needs Linux /proc/self/clear_refs to reset the peak RSS")
+    return clear_refs
 
-    def status_kb(field):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-        pytest.skip(f"/proc/self/status has no {field}")
 
-    long_path = tmp_path / "long.wav"
-    rng = np.random.default_rng(11)
-    with sf.SoundFile(str(long_path), "w", SR, 1, subtype="PCM_16") as handle:
-        for _ in range(60):  # 60 blocks of 10 s, never the whole file in memory
+def write_ten_minutes(path, seed):
+    """10 minutes of 16-kHz noise written in 10-s blocks (never the whole file in memory)."""
+    rng = np.random.default_rng(seed)
+    with sf.SoundFile(str(path), "w", SR, 1, subtype="PCM_16") as handle:
+        for _ in range(60):
             handle.write((0.1 * rng.standard_normal(10 * SR)).astype(np.float32))
+    return path
+
+
+def test_long_file_memory_stays_bounded(loaded, tmp_path):
+    """10 minutes at 16 kHz: the peak RSS grows by far less than one whole-file float32 copy."""
+    clear_refs = peak_rss_reset()
+    long_path = write_ten_minutes(tmp_path / "long.wav", seed=11)
     process = model_processor(loaded.model)
     settings = dict(chunk_sec=10.0, overlap_sec=1.0, hop_multiple=loaded.model.hop_length)
     short_path = write(tmp_path / "short.wav", tone_and_noise(25 * SR, SR, seed=12), SR)

@@ -5,7 +5,6 @@ with a tiny network (the layout of the recipe, few channels) the way
 ``tests/inference/test_enhance.py`` builds UNet-TCM's.
 """
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,14 @@ import torch
 
 from custom_modules.inference.enhance import enhance_file, main, model_processor
 from custom_modules.inference.run_loading import load_run
-from tests.inference.test_enhance import make_run_folder, tone_and_noise, write
+from tests.inference.test_enhance import (
+    make_run_folder,
+    peak_rss_reset,
+    status_kb,
+    tone_and_noise,
+    write,
+    write_ten_minutes,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 WAVENET_YAML = REPO / "recipes" / "denoising_wavenet" / "hparams" / "wavenet_cpu.yaml"
@@ -57,21 +63,8 @@ def test_cli_output_equals_whole_file_processing(wavenet_run, tmp_path, capsys):
 
 def test_ten_minute_file_runs_in_fragments_with_bounded_memory(wavenet_run, tmp_path, monkeypatch):
     """10 minutes at 16 kHz: at most max_fragments fragments per pass, flat peak RSS."""
-    clear_refs = Path("/proc/self/clear_refs")
-    if not os.access(clear_refs, os.W_OK):
-        pytest.skip("needs Linux /proc/self/clear_refs to reset the peak RSS")
-
-    def status_kb(field):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-        pytest.skip(f"/proc/self/status has no {field}")
-
-    long_path = tmp_path / "long.wav"
-    rng = np.random.default_rng(22)
-    with sf.SoundFile(str(long_path), "w", SR, 1, subtype="PCM_16") as handle:
-        for _ in range(60):  # 60 blocks of 10 s, never the whole file in memory
-            handle.write((0.1 * rng.standard_normal(10 * SR)).astype(np.float32))
+    clear_refs = peak_rss_reset()
+    long_path = write_ten_minutes(tmp_path / "long.wav", seed=22)
     run = load_run(wavenet_run)
     model = run.model
     passes = []
