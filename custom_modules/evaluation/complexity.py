@@ -16,6 +16,11 @@ Not counted: bias additions, normalisation, activations, gating products,
 residual/skip additions and the STFT/inverse STFT (FFTs; a 320-point real FFT
 is a few thousand operations per 10 ms frame, negligible here).
 
+A waveform model predicting from a finite receptive field (the Denoising
+WaveNet: its ``receptive_field`` attribute) gets it printed too; its MACs
+are those of its default forward, i.e. of whole-signal inference with its
+overlapping fragments.
+
 Command line (figures of the full and CPU-size UNet-TCM)::
 
     python -m custom_modules.evaluation.complexity    # unet.yaml and unet_cpu.yaml
@@ -165,6 +170,10 @@ def main(argv=None) -> dict:
             f"{hparams_file}: {params:,} parameters, "
             f"{macs / 1e6:,.1f} M MACs per second of audio (STFT excluded)"
         )
+        field = getattr(model, "receptive_field", None)
+        if field is not None:  # waveform models with a finite field (Denoising WaveNet)
+            results[hparams_file]["receptive_field"] = field
+            print(f"    receptive field {field:,} samples ({1000 * field / args.sr:.1f} ms)")
     return results
 
 

@@ -42,6 +42,15 @@ Usage::
     speech with the ``unet_cpu.yaml`` architecture (random weights), chunked
     and whole-file outputs agree to 50 dB SNR with the default 1 s overlap
     and to float precision with 2 s.
+  - The non-causal Denoising WaveNet (``DenoisingWaveNet``) has a
+    ``lookahead`` too: half its receptive field, in the future and in the
+    past. The same late ramp then gives the later chunk
+    ``overlap - lookahead - 20 ms`` of past, which covers that half whenever
+    ``overlap >= 2 * lookahead + 20 ms`` (0.40 s with ``wavenet.yaml``, 0.15 s
+    with ``wavenet_cpu.yaml``): chunked output equals whole-file output to
+    float precision with the default 1 s overlap. Inside each chunk the
+    model itself slides fixed-size fragments (bounded memory, see
+    :mod:`custom_modules.models.denoising_wavenet`).
 
 * No clipping: the enhanced signal is first written as float32 to an
   anonymous temporary file next to the output, then converted to PCM; if its
@@ -204,8 +213,9 @@ def enhance_file(
     hop_multiple : int
         Chunk hops are rounded down to a multiple of this (the model's STFT hop).
     lookahead : int, optional
-        For causal models, their lookahead in samples: the crossfade becomes a
-        20 ms ramp placed late in the overlap (:func:`crossfade_windows`).
+        For models with a finite lookahead (causal UNet-TCM, the non-causal
+        WaveNet), that lookahead in samples: the crossfade becomes a 20 ms ramp
+        placed late in the overlap (:func:`crossfade_windows`).
 
     Returns
     -------
@@ -389,7 +399,7 @@ def main(argv=None) -> int:
         args.chunk_sec = max(args.chunk_sec, 3 * memory)
     hop_multiple = int(getattr(run.model, "hop_length", 1))
     lookahead = getattr(run.model, "lookahead", None)
-    fade = "full-length crossfade" if lookahead is None else "causal model: late 20 ms ramp"
+    fade = "full-length crossfade" if lookahead is None else "late 20 ms ramp (lookahead)"
     print(f"Model: {run.describe()}")
     print(
         f"{len(jobs)} file(s); chunks of {args.chunk_sec:g} s overlapping by "
@@ -402,7 +412,7 @@ def main(argv=None) -> int:
     except ValueError as err:
         print(
             f"error: {args.run}: {err} (supported: recipes whose modules.model maps "
-            "(batch, samples) to (batch, samples), e.g. unet_tcm)",
+            "(batch, samples) to (batch, samples), e.g. unet_tcm, dcunet, denoising_wavenet)",
             file=sys.stderr,
         )
         return 1

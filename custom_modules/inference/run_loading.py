@@ -41,7 +41,7 @@ the weights does not change that. Load only run folders you trust.
 Supported recipes: any recipe of this project whose ``modules`` has a
 ``model`` mapping a waveform batch ``(batch, samples)`` at
 ``hparams["sample_rate"]`` to the enhanced waveform ``(batch, samples)``
-(``recipes/unet_tcm``). A recipe whose model returns something else (e.g. a
+(``recipes/unet_tcm``, ``dcunet``, ``denoising_wavenet``). A recipe whose model returns something else (e.g. a
 mask) needs its own wrapper before it can be used for inference here.
 """
 

@@ -3,6 +3,8 @@
 * :func:`si_sdr`: the differentiable, batched, length-aware SI-SDR (dB) every
   SI-SDR loss here is built on (:class:`NegativeSISDR`, :class:`SpexPlusLoss`).
 * :class:`SpexPlusLoss`: SpEx+'s multi-scale negative SI-SDR plus speaker cross-entropy.
+* :class:`EnergyConservingLoss`: the Denoising WaveNet's L1 on the speech
+  estimate plus L1 on the implied noise estimate ``mixture - speech``.
 
 ``SpectralLoss`` compares short-time Fourier transforms of an estimate and a
 reference: a loss on the complex spectrogram (its real and imaginary parts) and
@@ -190,6 +192,26 @@ class SpectralLoss(nn.Module):
         return total, complex_term, magnitude_term
 
 
+def length_mask(lengths, like: torch.Tensor) -> torch.Tensor:
+    """1 on the valid samples of a padded ``(batch, samples)`` batch, 0 beyond.
+
+    ``lengths`` are relative (SpeechBrain convention), ``None`` meaning all
+    valid; the mask has the dtype and device of ``like``.
+
+    Example
+    -------
+    >>> length_mask(torch.tensor([1.0, 0.5]), torch.zeros(2, 4))
+    tensor([[1., 1., 1., 1.],
+            [1., 1., 0., 0.]])
+    """
+    if lengths is None:
+        return torch.ones_like(like)
+    total = like.shape[-1]
+    valid = torch.round(lengths.to(torch.float64) * total).long().to(like.device)
+    positions = torch.arange(total, device=like.device)
+    return (positions < valid.unsqueeze(1)).to(like.dtype)
+
+
 def si_sdr_ratio(estimate, target, lengths=None, eps=1e-8):
     """The energy ratio ``|a s|^2 / |a s - x|^2`` of SI-SDR per utterance (see :func:`si_sdr`).
 
@@ -203,13 +225,7 @@ def si_sdr_ratio(estimate, target, lengths=None, eps=1e-8):
             "estimate and target must both be (batch, samples); got "
             f"{tuple(estimate.shape)} and {tuple(target.shape)}"
         )
-    total = estimate.shape[-1]
-    if lengths is None:
-        mask = torch.ones_like(estimate)
-    else:
-        valid = torch.round(lengths.to(torch.float64) * total).long().to(estimate.device)
-        positions = torch.arange(total, device=estimate.device)
-        mask = (positions < valid.unsqueeze(1)).to(estimate.dtype)
+    mask = length_mask(lengths, estimate)
     count = mask.sum(dim=1, keepdim=True).clamp(min=1.0)
     estimate = (estimate - (estimate * mask).sum(1, keepdim=True) / count) * mask
     target = (target - (target * mask).sum(1, keepdim=True) / count) * mask
@@ -386,3 +402,41 @@ class SpexPlusLoss(nn.Module):
             if known.any():
                 ce = F.cross_entropy(logits[known], labels[known])
         return -weighted + self.ce_weight * ce, weighted, ce
+
+
+class EnergyConservingLoss(nn.Module):
+    """Energy-conserving loss of the Denoising WaveNet (Rethage et al., ICASSP 2018).
+
+    ``L = mean|s - ŝ| + mean|b - b̂|`` with the noise ``b = m - s`` and the
+    implied noise estimate ``b̂ = m - ŝ`` (``m`` the mixture, ``s`` the target,
+    ``ŝ`` the estimate), means over the valid samples of the batch.
+
+    Note: ``b - b̂ = ŝ - s`` sample by sample, so when the noise is taken as
+    ``m - s`` (all our datasets: no separate noise signal exists) both terms
+    are equal and the loss is twice the L1 loss, in value and gradient. Both
+    terms are computed and returned as the paper defines them.
+
+    ``forward(estimate, target, mixture, lengths=None)``: ``(batch, samples)``
+    tensors, optional ``(batch,)`` relative lengths; returns
+    ``(total, {"speech_l1": ..., "noise_l1": ...})`` (scalars).
+
+    Example
+    -------
+    >>> s, m = torch.zeros(2, 100), torch.ones(2, 100)
+    >>> total, terms = EnergyConservingLoss()(s + 0.5, s, m)
+    >>> float(total), float(terms["speech_l1"]), float(terms["noise_l1"])
+    (1.0, 0.5, 0.5)
+    """
+
+    def forward(self, estimate, target, mixture, lengths=None):
+        """``(total, {"speech_l1", "noise_l1"})``, see the class docstring."""
+        if not (estimate.shape == target.shape == mixture.shape) or estimate.dim() != 2:
+            raise ValueError(
+                "estimate, target and mixture must all be (batch, samples); got "
+                f"{tuple(estimate.shape)}, {tuple(target.shape)} and {tuple(mixture.shape)}"
+            )
+        mask = length_mask(lengths, estimate)
+        count = mask.sum().clamp(min=1.0)
+        speech = ((target - estimate).abs() * mask).sum() / count
+        noise = (((mixture - target) - (mixture - estimate)).abs() * mask).sum() / count
+        return speech + noise, {"speech_l1": speech, "noise_l1": noise}

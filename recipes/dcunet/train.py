@@ -35,14 +35,11 @@ from pathlib import Path
 import speechbrain as sb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a clone, uninstalled
-from custom_modules.data.corruption import StftCorruptedDataset, merge_test_reports  # noqa: E402
-from custom_modules.data.recipe_data import enhancement_datasets, prepare_enhancement_data  # noqa: E402
+from custom_modules.data.recipe_data import prepare_enhancement_data  # noqa: E402
 from custom_modules.evaluation.wsdr import WSDRMetricMixin  # noqa: E402
 from custom_modules.training.brain import EnhancementBrain  # noqa: E402
-from custom_modules.training.experiment import setup_experiment, train_and_evaluate  # noqa: E402
-from custom_modules.training.reporting import METRIC_LABELS  # noqa: E402
-
-CORRUPTIONS = ("stft", "mixer")
+from custom_modules.training.corruption_runs import train_and_test_corruptions  # noqa: E402
+from custom_modules.training.experiment import setup_experiment  # noqa: E402
 
 
 class DCUNetBrain(WSDRMetricMixin, EnhancementBrain):
@@ -60,63 +57,9 @@ class DCUNetBrain(WSDRMetricMixin, EnhancementBrain):
         return loss
 
 
-def corrupted(dataset, corruption, seed, hparams):
-    """``dataset`` under ``corruption``: as is ("mixer") or STFT-corrupted targets ("stft")."""
-    if corruption not in CORRUPTIONS:
-        raise ValueError(f"unknown corruption {corruption!r}; expected one of {CORRUPTIONS}")
-    if corruption == "mixer":
-        return dataset
-    return StftCorruptedDataset(dataset, hparams["stft_corruption"], seed=seed)
-
-
-def dcunet_datasets(hparams):
-    """Training and validation sets under ``train_corruption``; a test set per corruption type."""
-    train, valid, test = enhancement_datasets(hparams)
-    kind = hparams["train_corruption"]
-    if not hparams["test_corruptions"]:
-        raise ValueError("test_corruptions is empty; list at least one of " + str(CORRUPTIONS))
-    tests = {
-        name: corrupted(test, name, hparams["test_set_seed"], hparams)
-        for name in hparams["test_corruptions"]
-    }
-    return (
-        corrupted(train, kind, hparams["seed"], hparams),
-        corrupted(valid, kind, hparams["valid_set_seed"], hparams),
-        tests,
-    )
-
-
-def evaluate_other_corruptions(brain, hparams, test_sets, report_root):
-    """Evaluate the best checkpoint on the remaining test sets, then merge all reports."""
-    for name, test_set in list(test_sets.items())[1:]:
-        brain.hparams.test_report_folder = str(report_root / name)
-        brain.evaluate(
-            test_set,
-            max_key=hparams["checkpoint_key"],
-            test_loader_kwargs=hparams["test_loader_options"],
-        )
-    if sb.utils.distributed.if_main_process():
-        merge_test_reports(
-            report_root,
-            list(test_sets),
-            hparams["test_metrics"],
-            column="corruption",
-            labels={**METRIC_LABELS, "wsdr": "wSDR (-loss)"},
-        )
-        print(f"\nTest set per corruption type ({report_root / 'results_table.md'}):")
-        print((report_root / "results_table.md").read_text())
-
-
 if __name__ == "__main__":
     hparams, run_opts = setup_experiment(sys.argv[1:])
     # Manifests and the fixed (mixer) valid/test sets: once, on the main process.
     sb.utils.distributed.run_on_main(prepare_enhancement_data, kwargs={"hparams": hparams})
-    train_set, valid_set, test_sets = dcunet_datasets(hparams)
     # One test report per corruption type in <test_report_folder>/<type>/, then merged.
-    report_root = Path(hparams["test_report_folder"])
-    first = next(iter(test_sets))
-    hparams["test_report_folder"] = str(report_root / first)
-    brain = train_and_evaluate(
-        DCUNetBrain, hparams, run_opts, train_set, valid_set, test_sets[first]
-    )
-    evaluate_other_corruptions(brain, hparams, test_sets, report_root)
+    train_and_test_corruptions(DCUNetBrain, hparams, run_opts, labels={"wsdr": "wSDR (-loss)"})

@@ -65,18 +65,19 @@ def snapshot(folder: Path) -> dict:
     }
 
 
-def make_run_folder(run: Path, metas) -> list:
+def make_run_folder(run: Path, metas, recipe_yaml=RECIPE_YAML, overrides=None) -> list:
     """Write hyperparams.yaml + one checkpoint per meta (weights perturbed each time).
 
+    ``recipe_yaml`` and ``overrides`` default to ``unet_cpu.yaml`` with the tiny engine.
     Returns the model state dict saved with each checkpoint.
     """
-    overrides = {"data_folder": "/nonexistent/demo", "engine": TINY_ENGINE}
-    with open(RECIPE_YAML, encoding="utf-8") as handle:
+    overrides = {"data_folder": "/nonexistent/demo", **(overrides or {"engine": TINY_ENGINE})}
+    with open(recipe_yaml, encoding="utf-8") as handle:
         text = resolve_references(handle, overrides).getvalue()
     assert "output_folder: results/" in text  # relative path, as recorded by training
     run.mkdir(parents=True)
     (run / "hyperparams.yaml").write_text(text, encoding="utf-8")
-    with torch.random.fork_rng(devices=[]), open(RECIPE_YAML, encoding="utf-8") as handle:
+    with torch.random.fork_rng(devices=[]), open(recipe_yaml, encoding="utf-8") as handle:
         hparams = load_hyperpyyaml(handle, {**overrides, "output_folder": str(run)})
     generator = torch.Generator().manual_seed(0)
     states = []
@@ -395,23 +396,35 @@ def test_list_jobs_skips_hidden_and_output_files_and_refuses_collisions(tmp_path
         ResampledReader(write(tmp_path / "empty.wav", np.zeros(0), SR))
 
 
-def test_long_file_memory_stays_bounded(loaded, tmp_path):
-    """10 minutes at 16 kHz: the peak RSS grows by far less than one whole-file float32 copy."""
+def status_kb(field):
+    """A ``/proc/self/status`` field in kB (``VmRSS``, ``VmHWM``); skips the test without it."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    pytest.skip(f"/proc/self/status has no {field}")
+
+
+def peak_rss_reset():
+    """``/proc/self/clear_refs``, writable to reset the peak RSS; skips the test without it."""
     clear_refs = Path("/proc/self/clear_refs")
     if not os.access(clear_refs, os.W_OK):
         pytest.skip("needs Linux /proc/self/clear_refs to reset the peak RSS")
+    return clear_refs
 
-    def status_kb(field):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-        pytest.skip(f"/proc/self/status has no {field}")
 
-    long_path = tmp_path / "long.wav"
-    rng = np.random.default_rng(11)
-    with sf.SoundFile(str(long_path), "w", SR, 1, subtype="PCM_16") as handle:
-        for _ in range(60):  # 60 blocks of 10 s, never the whole file in memory
+def write_ten_minutes(path, seed):
+    """10 minutes of 16-kHz noise written in 10-s blocks (never the whole file in memory)."""
+    rng = np.random.default_rng(seed)
+    with sf.SoundFile(str(path), "w", SR, 1, subtype="PCM_16") as handle:
+        for _ in range(60):
             handle.write((0.1 * rng.standard_normal(10 * SR)).astype(np.float32))
+    return path
+
+
+def test_long_file_memory_stays_bounded(loaded, tmp_path):
+    """10 minutes at 16 kHz: the peak RSS grows by far less than one whole-file float32 copy."""
+    clear_refs = peak_rss_reset()
+    long_path = write_ten_minutes(tmp_path / "long.wav", seed=11)
     process = model_processor(loaded.model)
     settings = dict(chunk_sec=10.0, overlap_sec=1.0, hop_multiple=loaded.model.hop_length)
     short_path = write(tmp_path / "short.wav", tone_and_noise(25 * SR, SR, seed=12), SR)

@@ -47,6 +47,11 @@ CPU_SIZE_OVERRIDES = {
     "num_examples_to_save": 2,
     "metric_workers": 0,
     "train_batches_per_epoch": 4,
+    # Channel sizes of models that name them so (the Denoising WaveNet): the debug run
+    # keeps the full layer layout and receptive field with few channels.
+    "residual_channels": 8,
+    "skip_channels": 8,
+    "output_channels": "[16, 8]",
 }
 
 

@@ -5,7 +5,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from custom_modules.training.losses import NegativeSISDR, SpectralLoss, WeightedLoss
+from custom_modules.training.losses import (
+    EnergyConservingLoss,
+    NegativeSISDR,
+    SpectralLoss,
+    WeightedLoss,
+)
 
 
 def randn(*shape, seed=0):
@@ -216,3 +221,41 @@ def test_weighted_loss_sums_terms_and_skips_zero_weights():
     assert torch.isclose(total, 2.0 * spectral(estimate, target)[0])
     with pytest.raises(ValueError, match="same losses"):
         WeightedLoss({"a": spectral}, {"b": 1.0})
+
+
+# ---- energy-conserving loss (Denoising WaveNet) ---------------------------------
+
+
+def numpy_energy_conserving(estimate, target, mixture, valid):
+    """Direct computation: mean |s - ŝ| + mean |(m - s) - (m - ŝ)| over the valid samples."""
+    rows = list(zip(estimate, target, mixture, valid, strict=True))
+    speech = np.concatenate([np.abs(t[:n] - e[:n]) for e, t, _, n in rows])
+    noise = np.concatenate([np.abs((m[:n] - t[:n]) - (m[:n] - e[:n])) for e, t, m, n in rows])
+    return speech.mean() + noise.mean(), speech.mean(), noise.mean()
+
+
+@pytest.mark.parametrize("lengths", [None, [1.0, 0.5, 0.25]])
+def test_energy_conserving_loss_matches_numpy(lengths):
+    estimate, target, noise = randn(3, 400), randn(3, 400, seed=1), randn(3, 400, seed=2)
+    mixture = target + 0.5 * noise
+    rel = None if lengths is None else torch.tensor(lengths, dtype=torch.float64)
+    total, terms = EnergyConservingLoss()(estimate, target, mixture, rel)
+    valid = [400] * 3 if lengths is None else [round(v * 400) for v in lengths]
+    expected = numpy_energy_conserving(estimate.numpy(), target.numpy(), mixture.numpy(), valid)
+    assert total.item() == pytest.approx(expected[0], rel=1e-12)
+    assert terms["speech_l1"].item() == pytest.approx(expected[1], rel=1e-12)
+    assert terms["noise_l1"].item() == pytest.approx(expected[2], rel=1e-12)
+
+
+def test_energy_conserving_loss_ignores_padding_and_is_twice_l1():
+    estimate, target, mixture = randn(2, 300), randn(2, 300, seed=1), randn(2, 300, seed=2)
+    lengths = torch.tensor([1.0, 0.5], dtype=torch.float64)
+    total, _ = EnergyConservingLoss()(estimate, target, mixture, lengths)
+    garbage = estimate.clone()
+    garbage[1, 150:] = 1e6  # beyond the valid samples
+    assert EnergyConservingLoss()(garbage, target, mixture, lengths)[0].item() == total.item()
+    # With the noise taken as mixture - target, b - b̂ = ŝ - s: the loss is 2 x L1 (docstring).
+    l1 = torch.cat([(estimate - target)[0], (estimate - target)[1, :150]]).abs().mean()
+    assert total.item() == pytest.approx(2 * l1.item(), rel=1e-12)
+    with pytest.raises(ValueError, match="must all be"):
+        EnergyConservingLoss()(estimate, target, mixture[:, :10])
