@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+from pathlib import Path
 
 from custom_modules.audio.files import atomic_write_json
 
@@ -112,7 +113,7 @@ class BenchmarkRun:
         self.out(f"{self.name}: after: {describe_machine(after)}")
         report = {
             "benchmark": self.name,
-            "command": [os.path.basename(sys.executable), *sys.argv],
+            "command": _command(self.name),
             "args": {key: _jsonable(value) for key, value in vars(self.args).items()},
             "threads": self.threads,
             "machine_before": self.before,
@@ -124,6 +125,13 @@ class BenchmarkRun:
             atomic_write_json(path, report)
             self.out(f"written: {path}")
         return report
+
+
+def _command(name: str) -> list:
+    """The command line as ``python -m benchmarks.NAME ...`` when run that way, else ``sys.argv``."""
+    if sys.argv and Path(sys.argv[0]).name == f"{name}.py":
+        return ["python", "-m", f"benchmarks.{name}", *sys.argv[1:]]
+    return ["python", *sys.argv]
 
 
 def _jsonable(value):

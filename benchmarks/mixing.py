@@ -29,8 +29,9 @@ The paths take turns in ``--rounds`` rounds (so that a change of load on a
 shared machine hits them alike); rates are per CPU second of this process
 (``time.process_time``, the figure the goals are stated in) and per wall
 second. Printed and written to ``--output_json``: both ratios to SpeechBrain
-(goals: >= 1.5x like-for-like, >= 1.0x full), the clipped fraction of the
-full mixtures, and the machine (CPU, threads, load before and after).
+(goals: >= 1.5x like-for-like, >= 1.0x full), the clipped (rescaled)
+fraction of the full mixtures and what it would be with a lower upper bound
+of the mixture gain, and the machine (CPU, threads, load before and after).
 ``--profile`` adds a cProfile of the full mixer (top functions by own time).
 """
 
@@ -150,6 +151,28 @@ def speechbrain_path(speech, noises, rirs, crop_sec: float, seed: int, tmp: Path
     return step
 
 
+def rescaled_fraction_by_upper_gain(mixer, uppers=(5.0, 0.0, -5.0, -10.0), count=300) -> dict:
+    """Expected share of rescaled (would-clip) mixtures if the mixture gain's upper bound were each of ``uppers``.
+
+    From ``count`` mixtures of ``mixer``: each one's peak before the clipping
+    policy, referred to a 0 dB mixture gain (``p`` dBFS), clips for gains above
+    ``-p``; with the gain uniform in ``[low, upper]`` that is a known share of
+    the range. The mean share over the mixtures is returned per upper bound.
+    """
+    low = mixer.mixture_gain_range_db[0]
+    peaks_db = []
+    for _ in range(count):
+        mixture, _, meta = mixer.sampler(return_metadata=True)
+        peak = float(np.max(np.abs(mixture))) / meta["clip_scale"]
+        peaks_db.append(20 * np.log10(peak) - meta["mixture_gain_db"])
+    peaks_db = np.array(peaks_db)
+    shares = {}
+    for upper in uppers:
+        clipping = np.clip(upper - np.maximum(low, -peaks_db), 0.0, None) / (upper - low)
+        shares[f"{upper:g}"] = float(np.mean(clipping))
+    return shares
+
+
 def profile_mixer(mixer, count: int = 300) -> str:
     """cProfile of ``count`` full mixtures: the top functions by own time."""
     profiler = cProfile.Profile()
@@ -213,6 +236,9 @@ def main(argv=None):
                 measured = timed_loop(step, args.seconds / args.rounds)
                 totals[name] = [a + b for a, b in zip(totals[name], measured, strict=True)]
         profile = profile_mixer(full) if args.profile else None
+        clipped_by_upper = rescaled_fraction_by_upper_gain(
+            build_mixer(speech, noises, rirs, args.crop_sec, args.seed + 1, like_for_like=False)
+        )
 
     rows = {}
     print(
@@ -254,6 +280,10 @@ def main(argv=None):
         f"{full.num_clipped}/{full.num_generated} = {100 * clipped:.1f} % "
         f"(mixture gain {list(full.mixture_gain_range_db)} dB)"
     )
+    print(
+        "  expected share rescaled with the mixture gain in [low, upper] dB: "
+        + ", ".join(f"upper {k}: {100 * v:.1f} %" for k, v in clipped_by_upper.items())
+    )
     if profile:
         print("\nwhere the full mixer's time goes (cProfile, 300 mixtures):\n" + profile)
     results = {
@@ -262,6 +292,7 @@ def main(argv=None):
         "paths": rows,
         "ratios": ratios,
         "clipped_fraction": clipped,
+        "rescaled_fraction_by_upper_gain_db": clipped_by_upper,
         "mixer_full": full.describe(),
     }
     run.finish(results)

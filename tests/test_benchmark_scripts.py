@@ -10,7 +10,7 @@ import math
 
 import pytest
 
-from benchmarks import _peers, data_prepare, mixing, streaming, streaming_equivalence
+from benchmarks import _peers, data_prepare, mixing, readme_rows, streaming, streaming_equivalence
 
 
 def positive(value) -> bool:
@@ -61,6 +61,9 @@ def test_streaming_benchmark_times_every_backend_the_offline_model_and_peers(cap
                 + min(("eager", "onnx", "native"), key=lambda b: rows[b]["rtf_cpu"])
             ]["cpu"]
         )
+    table = "\n".join(readme_rows.main([str(out)]))
+    assert f"native {rows['native']['rtf_cpu']:.4f}" in table
+    assert report["machine_before"]["cpu_model"] in table
     for name, message in skipped.items():
         assert _peers.PEERS[name][0] in message and "venv.sh --bench" in message
         assert f"skipped: {message}" in printed
@@ -105,9 +108,18 @@ def test_mixing_benchmark_runs_every_path_and_reports_both_ratios(
         assert positive(ratio["cpu"]) and positive(ratio["wall"]) and ratio["goal"] == goal
         assert ratio["met"] == (ratio["cpu"] >= goal)
     assert 0.0 <= results["clipped_fraction"] <= 1.0
+    shares = results["rescaled_fraction_by_upper_gain_db"]
+    assert list(shares) == ["5", "0", "-5", "-10"]
+    assert all(0.0 <= share <= 1.0 for share in shares.values())
+    assert list(shares.values()) == sorted(shares.values(), reverse=True)  # lower bound, fewer
     assert results["mixer_full"]["reverb_target"] == "decay"
     assert "ratio sb-enhance like-for-like / speechbrain:" in printed
     assert "ratio sb-enhance full / speechbrain:" in printed
+    # The README row is made from this JSON: it names the CPU and carries both ratios.
+    (row,) = readme_rows.main([str(out)])
+    assert report["machine_before"]["cpu_model"] in row
+    for mode in ("like_for_like", "full"):
+        assert f"**{results['ratios'][mode]['cpu']:.2f}x**" in row
     if not real:
         assert "synthetic" in results["audio"]
 
@@ -121,3 +133,25 @@ def test_data_prepare_benchmark_times_both_preparations(capsys, tmp_path):
     rows = read_report(out, "data_prepare", capsys.readouterr().out)["results"]
     assert {row["function"] for row in rows} == {"prepare_folder(speech)", "prepare_dns"}
     assert all(row["files"] > 0 and positive(row["files_per_second"]) for row in rows)
+
+
+@pytest.mark.slow
+def test_training_step_benchmark_times_each_part_on_the_demo_corpus(demo_corpus, tmp_path, capsys):
+    from benchmarks import training_step
+    from tests.recipes.test_recipes import CPU_SIZE_OVERRIDES, ROOT
+
+    out = tmp_path / "step.json"
+    overrides = []
+    for key, value in CPU_SIZE_OVERRIDES.items():
+        overrides += [f"--{key}", str(value)]
+    training_step.main(
+        [str(ROOT / "recipes" / "unet_tcm" / "hparams" / "unet_cpu.yaml"),
+         "--data_folder", str(demo_corpus), "--output_folder", str(tmp_path / "run"),
+         "--steps", "1", "--data_batches", "1", "--valid_utterances", "1", "--threads", "1",
+         "--output_json", str(out), *overrides]
+    )  # fmt: skip
+    report = read_report(out, "training_step", capsys.readouterr().out)
+    parts = report["results"]["threads"]["1"]
+    assert positive(parts["data_per_batch"])
+    assert set(parts["step"]) == {"forward", "loss", "backward", "optimizer"}
+    assert all(positive(v) for v in [*parts["step"].values(), *parts["valid"].values()])
