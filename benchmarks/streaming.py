@@ -62,6 +62,16 @@ PEER_GOALS = (("unet.yaml", "deepfilternet3", 2.0), ("unet_cpu.yaml", "rnnoise",
 ONNX_WITHIN = 1.5
 
 
+def chunk_figures(times: np.ndarray, cpu: float, seconds: float) -> dict:
+    """Median and p99 ms per chunk, RTF by wall clock and by CPU time, of ``seconds`` of audio."""
+    return {
+        "median_ms": 1e3 * float(np.median(times)),
+        "p99_ms": 1e3 * float(np.percentile(times, 99)),
+        "rtf": float(times.sum()) / seconds,
+        "rtf_cpu": cpu / seconds,
+    }
+
+
 def time_streaming(enhancer: StreamingEnhancer, signal: np.ndarray) -> dict:
     """Stream ``signal`` chunk by chunk; per-chunk wall times and total CPU time."""
     hop = enhancer.chunk_size
@@ -78,12 +88,7 @@ def time_streaming(enhancer: StreamingEnhancer, signal: np.ndarray) -> dict:
         times[index] = time.perf_counter() - start
     cpu = time.thread_time() - cpu_start
     seconds = chunks.size / SR
-    return {
-        "median_ms": 1e3 * float(np.median(times)),
-        "p99_ms": 1e3 * float(np.percentile(times, 99)),
-        "rtf": float(times.sum()) / seconds,
-        "rtf_cpu": cpu / seconds,
-    }
+    return chunk_figures(times, cpu, seconds)
 
 
 def time_offline(model, signal: np.ndarray, repeats: int = 3) -> dict:
@@ -132,10 +137,7 @@ def time_peer(peer, signal: np.ndarray) -> dict:
         peer.close()
     seconds = frames.size / rate
     return {
-        "median_ms": 1e3 * float(np.median(times)),
-        "p99_ms": 1e3 * float(np.percentile(times, 99)),
-        "rtf": float(times.sum()) / seconds,
-        "rtf_cpu": cpu / seconds,
+        **chunk_figures(times, cpu, seconds),
         "resample_rtf": resample_wall / seconds,
         "resample_rtf_cpu": resample_cpu / seconds,
         "frame_samples": frame,
