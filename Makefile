@@ -99,11 +99,15 @@ demo-real-tse:
 		--max_train_minutes $(REAL_TSE_TRAIN_MINUTES) --number_of_epochs 1000 \
 		--train_batches_per_epoch 100 --num_valid_examples 60 --num_test_examples 300 $(REAL_TSE_ARGS)
 
+# Every benchmark writes its JSON into BENCH_OUT; the README rows are printed from them at the end.
+# The streaming benchmark runs in the benchmark venv, so that RNNoise and DeepFilterNet3 are timed too.
+BENCH_OUT ?= results/bench
 bench:
-	$(PY) -m benchmarks.mixing
-	$(PY) -m benchmarks.data_prepare
-	$(PY) -m benchmarks.streaming
-	$(PY) -m benchmarks.streaming_equivalence
+	OMP_NUM_THREADS=1 $(PY) -m benchmarks.mixing --output_json $(BENCH_OUT)/mixing.json
+	$(PY) -m benchmarks.data_prepare --output_json $(BENCH_OUT)/data_prepare.json
+	OMP_NUM_THREADS=1 $(BENCH_PY) -m benchmarks.streaming --output_json $(BENCH_OUT)/streaming.json
+	$(PY) -m benchmarks.streaming_equivalence --output_json $(BENCH_OUT)/streaming_equivalence.json
+	$(PY) -m benchmarks.readme_rows $(BENCH_OUT)/mixing.json $(BENCH_OUT)/streaming.json
 
 clean:
 	rm -rf results .pytest_cache .ruff_cache

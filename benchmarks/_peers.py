@@ -64,10 +64,27 @@ from __future__ import annotations
 import ctypes
 import importlib
 import importlib.metadata
+from fractions import Fraction
 
 import numpy as np
 
 _FLOAT_P = ctypes.POINTER(ctypes.c_float)
+
+
+def resample(x, rate_from: int, rate_to: int) -> np.ndarray:
+    """``x`` resampled with ``scipy.signal.resample_poly`` as float32 (a copy when the rates match).
+
+    Example
+    -------
+    >>> resample(np.ones(160, np.float32), 16000, 48000).shape
+    (480,)
+    """
+    from scipy.signal import resample_poly
+
+    if rate_from == rate_to:
+        return np.asarray(x, dtype=np.float32)
+    ratio = Fraction(rate_to, rate_from)
+    return resample_poly(x, ratio.numerator, ratio.denominator).astype(np.float32)
 
 
 class PeerUnavailable(RuntimeError):

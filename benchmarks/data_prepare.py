@@ -12,7 +12,10 @@ writing the resampled copies), not disk reads.
 
 Usage (from the repository root)::
 
-    python -m benchmarks.data_prepare --num_files 5000
+    python -m benchmarks.data_prepare --num_files 5000 [--output_json results/bench/prep.json]
+
+CPU model, threads and load before and after are printed and written to
+``--output_json`` with the figures.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from custom_modules.audio.files import atomic_write_json
+from benchmarks.machine import BenchmarkRun, add_output_json
 from data_prepare.dns import prepare_dns
 from data_prepare.folder import prepare_folder
 
@@ -85,8 +88,9 @@ def main(argv=None):
     parser.add_argument(
         "--repeats", type=int, default=2, help="runs per setting; the fastest is reported"
     )
-    parser.add_argument("--output_json", default=None, help="also write the figures here")
+    add_output_json(parser)
     args = parser.parse_args(argv)
+    run = BenchmarkRun("data_prepare", args)
     logging.basicConfig(level=logging.WARNING)
     workers = args.workers or sorted({1, 2, os.cpu_count() or 1})
 
@@ -132,10 +136,10 @@ def main(argv=None):
                     f"{name:24s} workers={num_workers}: {num} files in {seconds:6.2f} s "
                     f"= {num / seconds:7.1f} files/s"
                 )
-        if args.output_json:
-            atomic_write_json(args.output_json, {"args": vars(args), "results": rows})
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    run.finish(rows)
+    return rows
 
 
 if __name__ == "__main__":

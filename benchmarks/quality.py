@@ -76,11 +76,10 @@ import platform  # noqa: E402
 import shlex  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from fractions import Fraction  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
-from scipy.signal import correlate, correlation_lags, resample_poly  # noqa: E402
+from scipy.signal import correlate, correlation_lags  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,6 +88,7 @@ from benchmarks._peers import (  # noqa: E402
     PeerUnavailable,
     build_peer,
     peer_import_error,
+    resample,
     unavailable_message,
 )
 from benchmarks.machine import cpu_model, load_average  # noqa: E402
@@ -269,13 +269,6 @@ def run_label(folder, taken) -> str:
     return candidate
 
 
-def _resample(x, rate_from: int, rate_to: int) -> np.ndarray:
-    if rate_from == rate_to:
-        return np.asarray(x, dtype=np.float32)
-    ratio = Fraction(rate_to, rate_from)
-    return resample_poly(x, ratio.numerator, ratio.denominator).astype(np.float32)
-
-
 def process_run(model, utterances) -> dict:
     """Enhance every utterance with a waveform model; wall and CPU time of the model calls."""
     import torch
@@ -315,7 +308,7 @@ def process_peer(peer, utterances, tail_seconds: float) -> dict:
         peer.start()
         times["setup"] = time.perf_counter() - start
         start = time.perf_counter()
-        x = _resample(samples, SR, rate)
+        x = resample(samples, SR, rate)
         times["resample"] = time.perf_counter() - start
         start, cpu_start = time.perf_counter(), time.process_time()
         y = peer.process(x)
@@ -325,7 +318,7 @@ def process_peer(peer, utterances, tail_seconds: float) -> dict:
         # flush continues from there.
         y = np.concatenate([np.asarray(y, dtype=np.float32), peer.flush(tail)])
         start = time.perf_counter()
-        out = _resample(y, rate, SR)
+        out = resample(y, rate, SR)
         times["resample"] += time.perf_counter() - start
         return out[: len(samples) + math.ceil(tail_seconds * SR)], times
 

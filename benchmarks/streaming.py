@@ -2,7 +2,11 @@
 
 Usage::
 
-    python -m benchmarks.streaming [--seconds 10] [--configs unet.yaml unet_cpu.yaml] [--profile]
+    python -m benchmarks.streaming [--seconds 10] [--configs unet.yaml unet_cpu.yaml] [--profile] \\
+        [--peers rnnoise deepfilternet3] [--output_json results/bench/streaming.json]
+
+    # with the peers (benchmark-only packages of requirements-bench.txt):
+    OMP_NUM_THREADS=1 "$(scripts/venv.sh --bench)/bin/python" -m benchmarks.streaming
 
 For each recipe configuration (``recipes/unet_tcm/hparams/*.yaml``, random
 weights: the speed does not depend on them) the same ``--seconds`` of audio
@@ -31,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import time
 import warnings
@@ -41,6 +44,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks import _peers
+from benchmarks.machine import BenchmarkRun, add_output_json
 from custom_modules.evaluation.complexity import load_recipe_model, macs_per_second
 from custom_modules.streaming import StreamingEnhancer
 from custom_modules.streaming.engine import BACKENDS
@@ -51,10 +56,20 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SR = 16000
 HPARAMS = REPO_ROOT / "recipes" / "unet_tcm" / "hparams"
 WARMUP_CHUNKS = 100
+PEER_NAMES = ("rnnoise", "deepfilternet3")
+# (configuration, peer, how many times faster the configuration must be)
+PEER_GOALS = (("unet.yaml", "deepfilternet3", 2.0), ("unet_cpu.yaml", "rnnoise", 4.0))
+ONNX_WITHIN = 1.5
 
 
-def load_average() -> str:
-    return "/".join(f"{value:.2f}" for value in os.getloadavg())
+def chunk_figures(times: np.ndarray, cpu: float, seconds: float) -> dict:
+    """Median and p99 ms per chunk, RTF by wall clock and by CPU time, of ``seconds`` of audio."""
+    return {
+        "median_ms": 1e3 * float(np.median(times)),
+        "p99_ms": 1e3 * float(np.percentile(times, 99)),
+        "rtf": float(times.sum()) / seconds,
+        "rtf_cpu": cpu / seconds,
+    }
 
 
 def time_streaming(enhancer: StreamingEnhancer, signal: np.ndarray) -> dict:
@@ -73,12 +88,7 @@ def time_streaming(enhancer: StreamingEnhancer, signal: np.ndarray) -> dict:
         times[index] = time.perf_counter() - start
     cpu = time.thread_time() - cpu_start
     seconds = chunks.size / SR
-    return {
-        "median_ms": 1e3 * float(np.median(times)),
-        "p99_ms": 1e3 * float(np.percentile(times, 99)),
-        "rtf": float(times.sum()) / seconds,
-        "rtf_cpu": cpu / seconds,
-    }
+    return chunk_figures(times, cpu, seconds)
 
 
 def time_offline(model, signal: np.ndarray, repeats: int = 3) -> dict:
@@ -94,6 +104,72 @@ def time_offline(model, signal: np.ndarray, repeats: int = 3) -> dict:
             cpus.append(time.thread_time() - cpu)
     seconds = signal.size / SR
     return {"rtf": min(walls) / seconds, "rtf_cpu": min(cpus) / seconds}
+
+
+def time_peer(peer, signal: np.ndarray) -> dict:
+    """Stream ``signal`` (16 kHz) through a 48 kHz peer one frame at a time; resampling apart.
+
+    The per-frame times and the RTF cover the adapter's call (its C frame
+    function and the copies around it); the 16 -> 48 -> 16 kHz resampling is
+    timed on its own (``resample_rtf``); creating the peer's state is not timed.
+    """
+    rate, frame = peer.native_rate, peer.frame_size
+    start, cpu_start = time.perf_counter(), time.thread_time()
+    upsampled = _peers.resample(signal, SR, rate)
+    resample_wall, resample_cpu = time.perf_counter() - start, time.thread_time() - cpu_start
+    frames = upsampled[: upsampled.size // frame * frame].reshape(-1, frame)
+    peer.start()
+    for chunk in frames[:WARMUP_CHUNKS]:
+        peer.process(chunk)
+    peer.start()
+    outputs, times = [], np.empty(len(frames))
+    cpu_start = time.thread_time()
+    for index, chunk in enumerate(frames):
+        start = time.perf_counter()
+        outputs.append(peer.process(chunk))
+        times[index] = time.perf_counter() - start
+    cpu = time.thread_time() - cpu_start
+    start, cpu_start = time.perf_counter(), time.thread_time()
+    _peers.resample(np.concatenate(outputs), rate, SR)
+    resample_wall += time.perf_counter() - start
+    resample_cpu += time.thread_time() - cpu_start
+    if hasattr(peer, "close"):
+        peer.close()
+    seconds = frames.size / rate
+    return {
+        **chunk_figures(times, cpu, seconds),
+        "resample_rtf": resample_wall / seconds,
+        "resample_rtf_cpu": resample_cpu / seconds,
+        "frame_samples": frame,
+        "rate": rate,
+    }
+
+
+def compare(results: dict, peers: dict) -> dict:
+    """The goal ratios that the measured rows allow (by CPU-time and wall RTF)."""
+    ratios = {}
+    for config, rows in results.items():
+        if "onnx" in rows and "native" in rows:
+            ratio = rows["onnx"]["rtf_cpu"] / rows["native"]["rtf_cpu"]
+            ratios[f"{config} onnx/native"] = {
+                "cpu": ratio,
+                "wall": rows["onnx"]["rtf"] / rows["native"]["rtf"],
+                "goal": f"<= {ONNX_WITHIN}",
+                "met": ratio <= ONNX_WITHIN,
+            }
+    for config, peer, goal in PEER_GOALS:
+        if config not in results or peer not in peers:
+            continue
+        streamed = {k: v for k, v in results[config].items() if k in BACKENDS}
+        best = min(streamed, key=lambda k: streamed[k]["rtf_cpu"])
+        ratio = peers[peer]["rtf_cpu"] / streamed[best]["rtf_cpu"]
+        ratios[f"{peer}/{config} {best}"] = {
+            "cpu": ratio,
+            "wall": peers[peer]["rtf"] / streamed[best]["rtf"],
+            "goal": f">= {goal}",
+            "met": ratio >= goal,
+        }
+    return ratios
 
 
 def profile_eager(enhancer: StreamingEnhancer, signal: np.ndarray, chunks: int = 300) -> None:
@@ -150,17 +226,19 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="audio streamed per path")
     parser.add_argument("--configs", nargs="+", default=["unet.yaml", "unet_cpu.yaml"])
+    parser.add_argument("--peers", nargs="*", default=list(PEER_NAMES), choices=PEER_NAMES)
     parser.add_argument("--profile", action="store_true", help="show where the time goes")
+    add_output_json(parser)
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
+    run = BenchmarkRun("streaming", args, threads=1)
     rng = np.random.default_rng(0)
     # Speed does not depend on the content; a speech-like level keeps it realistic.
     signal = (0.05 * rng.standard_normal(round(args.seconds * SR))).astype(np.float32)
 
-    print(f"load average before: {load_average()}  (1/5/15 min; {os.cpu_count()} CPUs)")
     print(f"{args.seconds:g} s of audio, chunks of 160 samples (10 ms), 1 thread\n")
     header = (
-        f"{'config':14s} {'path':8s} {'median ms':>10s} {'p99 ms':>8s} {'RTF':>7s} {'RTF(cpu)':>9s}"
+        f"{'config':14s} {'path':14s} {'median ms':>10s} {'p99 ms':>8s} {'RTF':>7s} "
+        f"{'RTF(cpu)':>9s}"
     )
     results = {}
     for config in args.configs:
@@ -175,7 +253,7 @@ def main(argv=None) -> dict:
             rows[backend] = time_streaming(enhancer, signal)
             row = rows[backend]
             print(
-                f"{config:14s} {backend:8s} {row['median_ms']:10.3f} {row['p99_ms']:8.3f} "
+                f"{config:14s} {backend:14s} {row['median_ms']:10.3f} {row['p99_ms']:8.3f} "
                 f"{row['rtf']:7.4f} {row['rtf_cpu']:9.4f}"
             )
             if args.profile and backend == "eager":
@@ -185,12 +263,43 @@ def main(argv=None) -> dict:
         rows["offline"] = time_offline(model, signal)
         row = rows["offline"]
         print(
-            f"{config:14s} {'offline':8s} {'':>10s} {'':>8s} "
+            f"{config:14s} {'offline':14s} {'':>10s} {'':>8s} "
             f"{row['rtf']:7.4f} {row['rtf_cpu']:9.4f}\n"
         )
         results[config] = rows
-    print(f"load average after: {load_average()}")
-    return results
+
+    peers, skipped = {}, {}
+    for name in args.peers:
+        reason = _peers.peer_import_error(name)
+        if reason is not None:
+            skipped[name] = _peers.unavailable_message(name, reason)
+            print(f"skipped: {skipped[name]}")
+            continue
+        peer = _peers.build_peer(name)
+        peers[name] = {**time_peer(peer, signal), "describe": peer.describe()}
+        row = peers[name]
+        print(
+            f"{'peer':14s} {name:14s} {row['median_ms']:10.3f} {row['p99_ms']:8.3f} "
+            f"{row['rtf']:7.4f} {row['rtf_cpu']:9.4f}  (48 kHz, {row['frame_samples']}-sample "
+            f"frames; 16<->48 kHz resampling apart: RTF {row['resample_rtf_cpu']:.4f} cpu)"
+        )
+    ratios = compare(results, peers)
+    if ratios:
+        print("\nratios (by CPU-time RTF; > 1 means the first is slower for onnx/native):")
+    for name, ratio in ratios.items():
+        print(
+            f"  {name:34s} {ratio['cpu']:6.2f}x (wall {ratio['wall']:.2f}x)  goal "
+            f"{ratio['goal']}: {'met' if ratio['met'] else 'NOT met'}"
+        )
+    report = {
+        "seconds": args.seconds,
+        "configs": results,
+        "peers": peers,
+        "skipped_peers": skipped,
+        "ratios": ratios,
+    }
+    run.finish(report)
+    return report
 
 
 if __name__ == "__main__":

@@ -2,14 +2,17 @@
 
 Usage::
 
-    REAL_AUDIO_DIR=../shared/audio python -m benchmarks.streaming_equivalence [--run FOLDER ...]
+    REAL_AUDIO_DIR=../shared/audio python -m benchmarks.streaming_equivalence [--run FOLDER ...] \\
+        [--output_json results/bench/equivalence.json]
 
 Prints max |streamed - offline| (aligned by the 159-sample latency) on 10.5 s
 of real speech + real noise (``REAL_AUDIO_DIR``, as in
 ``custom_modules/streaming/equivalence.py``) for the recipe configurations ``unet.yaml`` and
 ``unet_cpu.yaml`` with their seeded random initialisation, and for the best
 checkpoint of each ``--run`` (a ``recipes/unet_tcm`` output folder), for the
-eager, onnx and native backends. The requirement is <= 1e-4.
+eager, onnx and native backends. The requirement is <= 1e-4. The machine
+(CPU, threads, load) is printed before and after and written with the
+figures to ``--output_json``.
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from benchmarks.machine import BenchmarkRun, add_output_json
 from custom_modules.inference.run_loading import load_run
 from custom_modules.streaming import StreamingEnhancer
 from custom_modules.streaming.engine import BACKENDS
@@ -41,11 +44,12 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", nargs="*", default=[], help="recipe output folders")
     parser.add_argument("--seconds", type=float, default=10.5)
+    add_output_json(parser)
     args = parser.parse_args(argv)
     audio_dir = os.environ.get("REAL_AUDIO_DIR")
     if not audio_dir or not Path(audio_dir).is_dir():
         parser.error("set REAL_AUDIO_DIR to the shared recordings (../shared/audio)")
-    torch.set_num_threads(1)
+    run = BenchmarkRun("streaming_equivalence", args, threads=1)
     signal = noisy_speech(Path(audio_dir), seconds=args.seconds)
     models = {"unet.yaml, random": recipe_model(FULL_YAML)}
     models["unet_cpu.yaml, random"] = recipe_model(CPU_YAML)
@@ -66,6 +70,7 @@ def main(argv=None) -> dict:
         results[name] = diffs
         cells = " | ".join(f"{diffs[b]:.1e}" for b in BACKENDS)
         print(f"| {name} | {cells} | {np.abs(expected).max():.2f} |")
+    run.finish(results)
     return results
 
 

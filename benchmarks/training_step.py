@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -36,8 +35,7 @@ import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
-from benchmarks.machine import machine_info
-from custom_modules.audio.files import atomic_write_json
+from benchmarks.machine import BenchmarkRun, add_output_json
 from custom_modules.data.recipe_data import enhancement_datasets, prepare_enhancement_data
 from custom_modules.evaluation.metrics import MetricComputer
 
@@ -108,19 +106,18 @@ def main(argv=None):
     parser.add_argument("--data_batches", type=int, default=5, help="timed data batches")
     parser.add_argument("--valid_utterances", type=int, default=8)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--output_json", default=None)
+    add_output_json(parser)
     args, rest = parser.parse_known_args(argv)
     _, _, overrides = sb.parse_arguments([args.hparams_file, *rest])
     with open(args.hparams_file, encoding="utf-8") as handle:
         hparams = load_hyperpyyaml(handle, overrides)
     if "--output_folder" not in rest:
         hparams["prep_folder"] = str(Path(hparams["output_folder"]) / "profile" / "prepared")
-    before = machine_info()
+    run = BenchmarkRun("training_step", args)
     prepare_enhancement_data(hparams)
     train_set, valid_set, _ = enhancement_datasets(hparams)
     batch_size = hparams["batch_size"]
-    results = {"machine_before": before, "command": sys.argv, "threads": {}}
-    print(f"CPU: {before['cpu_model']}; load before: {before['load_average']}")
+    results = {"threads": {}}
     for threads in args.threads:
         torch.set_num_threads(threads)
         data, batch = profile_data(train_set, batch_size, args.data_batches)
@@ -139,10 +136,8 @@ def main(argv=None):
             f"ms metrics per utterance; a {len(valid_set)}-utterance pass = {valid_pass:.1f} s "
             f"= {valid_pass / compute:.0f} steps (metric workers divide the metric part)"
         )
-    results["machine_after"] = machine_info()
-    print(f"\nload after: {results['machine_after']['load_average']}")
-    if args.output_json:
-        atomic_write_json(args.output_json, results)
+    run.finish(results)
+    return results
 
 
 if __name__ == "__main__":

@@ -22,9 +22,13 @@ import numpy as np
 
 # Highest magnitude written as 16-bit PCM (-0.009 dBFS): louder outputs are scaled down.
 PEAK_LIMIT = 0.999
+# Sums of squares above this are exact to float64 precision despite underflowed squares.
+_SAFE_ENERGY = 1e-280
 
 
-def as_signal(x, name: str, error=ValueError, one_d: bool = False) -> np.ndarray:
+def as_signal(
+    x, name: str, error=ValueError, one_d: bool = False, check_finite: bool = True
+) -> np.ndarray:
     """``x`` (numpy array, list or CPU/GPU torch tensor) as float64, checked.
 
     Arguments
@@ -37,6 +41,9 @@ def as_signal(x, name: str, error=ValueError, one_d: bool = False) -> np.ndarray
         The exception raised (a ``ValueError`` subclass, e.g. a metric's error).
     one_d : bool
         Require a 1-D ``(samples,)`` signal.
+    check_finite : bool
+        Raise on NaN/Inf samples (``False``: the caller checks, e.g. through a
+        sum that is NaN or Inf exactly when a sample is).
 
     Returns
     -------
@@ -59,7 +66,7 @@ def as_signal(x, name: str, error=ValueError, one_d: bool = False) -> np.ndarray
         raise error(f"{name} must be 1-D (samples,), got shape {array.shape}")
     if array.size == 0:
         raise error(f"{name} is empty")
-    if not np.all(np.isfinite(array)):
+    if check_finite and not np.all(np.isfinite(array)):
         raise error(f"{name} contains NaN or Inf values")
     return array
 
@@ -88,16 +95,23 @@ def limit_peak(signal, limit: float = PEAK_LIMIT):
 
 
 def _energy_db(x: np.ndarray) -> float:
-    """10·log10(sum x²) without overflow/underflow; ``-inf`` for all zeros.
+    """10·log10(sum x²) of a finite float64 array without overflow/underflow; ``-inf`` for zeros.
 
-    Dividing by the peak first keeps the squares in range for any float64
-    scale (1e-200 or 1e200 would otherwise underflow/overflow).
+    One dot product when the sum of squares is safely inside the float64 range
+    (then no square can have overflowed, and those that underflowed are
+    negligible); otherwise the signal is divided by its peak first, which
+    keeps the squares in range for any scale (1e-200 or 1e200).
     """
+    flat = x.ravel()
+    energy = float(np.dot(flat, flat))
+    if _SAFE_ENERGY < energy < np.inf:
+        return float(10.0 * np.log10(energy))
     peak = float(np.max(np.abs(x)))
     if peak == 0.0:
         return -np.inf
-    scaled = x / peak
-    return float(20.0 * np.log10(peak) + 10.0 * np.log10(np.sum(scaled * scaled)))
+    with np.errstate(invalid="ignore"):  # NaN/Inf samples give NaN (eval_rms_db raises)
+        scaled = x / peak
+        return float(20.0 * np.log10(peak) + 10.0 * np.log10(np.sum(scaled * scaled)))
 
 
 def eval_mean_square(x) -> float:
@@ -172,8 +186,11 @@ def eval_rms_db(x) -> float:
     >>> eval_rms_db(np.zeros(4))
     -inf
     """
-    array = as_signal(x, "signal")
-    return _energy_db(array) - float(10.0 * np.log10(array.size))
+    array = as_signal(x, "signal", check_finite=False)
+    energy_db = _energy_db(array)
+    if not np.isfinite(energy_db) and energy_db != -np.inf:
+        as_signal(array, "signal")  # NaN or Inf samples: the usual error
+    return energy_db - float(10.0 * np.log10(array.size))
 
 
 def gain_to_mult(gain_db):

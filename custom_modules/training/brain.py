@@ -11,7 +11,10 @@ What lives here, so that recipes do not copy each other:
   training dataset), gradient-norm tracking;
 * per-utterance metrics on validation and test in worker processes
   (:class:`custom_modules.evaluation.metrics.MetricComputer`), the checkpoint kept by
-  ``hparams.checkpoint_key`` (e.g. max STOI);
+  ``hparams.checkpoint_key`` (e.g. max STOI); under DDP each rank scores its
+  own block of the validation set and the records are gathered, so the
+  metrics and the kept checkpoint equal a single-process run
+  (:mod:`custom_modules.training.sharding`);
 * TensorBoard scalars (loss components, gradient norm, metrics), audio plus
   spectrogram images of a training example every
   ``hparams.tensorboard_audio_every`` steps and of the first validation
@@ -54,6 +57,12 @@ from custom_modules.training.reporting import (
     test_summary,
     write_example,
     write_test_report,
+)
+from custom_modules.training.sharding import (
+    ContiguousShardSampler,
+    gather_in_rank_order,
+    mean_over_ranks,
+    rank_and_world_size,
 )
 
 logger = logging.getLogger(__name__)
@@ -175,6 +184,15 @@ class EnhancementBrain(sb.Brain):
         """Remember the on-the-fly training dataset so each epoch draws new mixtures."""
         if stage == sb.Stage.TRAIN and hasattr(dataset, "set_epoch"):
             self.onthefly_dataset = dataset
+        if (
+            stage == sb.Stage.VALID
+            and rank_and_world_size()[1] > 1
+            and "sampler" not in loader_kwargs
+            and not isinstance(dataset, torch.utils.data.DataLoader)
+        ):
+            # Each rank scores its own block of whole batches (gathered in on_stage_end).
+            batch_size = loader_kwargs.get("batch_size", 1)
+            loader_kwargs["sampler"] = ContiguousShardSampler(len(dataset), batch_size)
         return super().make_dataloader(dataset, stage, ckpt_prefix, **loader_kwargs)
 
     # ---- training -------------------------------------------------------
@@ -243,6 +261,15 @@ class EnhancementBrain(sb.Brain):
                 )
 
     # ---- validation / test ----------------------------------------------
+    def evaluate_batch(self, batch, stage):
+        """As ``Brain.evaluate_batch``; counts the stage's batches (for the mean over ranks)."""
+        self.stage_batches += 1
+        return super().evaluate_batch(batch, stage)
+
+    def stage_loss_over_ranks(self, stage_loss):
+        """The stage loss averaged over the batches of every rank (``stage_loss`` without DDP)."""
+        return mean_over_ranks(stage_loss, self.stage_batches)
+
     def evaluate_estimates(self, batch, estimate, stage):
         """Score a validation/test batch per utterance (in worker processes).
 
@@ -381,6 +408,7 @@ class EnhancementBrain(sb.Brain):
                 self.onthefly_dataset.set_epoch(self.current_epoch)
         else:
             self.metric_records = []
+            self.stage_batches = 0
             self.test_rows = []
             self.pending, self.num_pending = deque(), 0
             self.examples_written = 0
@@ -395,8 +423,12 @@ class EnhancementBrain(sb.Brain):
             return
         self._resolve_all()
         if stage == sb.Stage.VALID:
+            # Under DDP: every rank's records, in single-process order, and the loss over all.
+            self.metric_records = gather_in_rank_order(self.metric_records)
+            stats["loss"] = self.stage_loss_over_ranks(stage_loss)
             summary = summarize(self.metric_records)
             stats.update({k: v for k, v in summary.items() if k in self.hparams.valid_metrics})
+            self.valid_stats = stats  # the same on every rank (records gathered above)
             failures = {k: v for k, v in summary.items() if k.endswith("_failures") and v}
             if failures:
                 logger.warning(f"Metric failures on validation (reported, not fatal): {failures}")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import speechbrain as sb
 import torch
-from speechbrain.utils.distributed import ddp_all_reduce, if_main_process
+from speechbrain.utils.distributed import if_main_process
 
 from custom_modules.audio.files import check_safe_id, write_audio
 from custom_modules.audio.levels import limit_peak
@@ -117,13 +117,8 @@ class SeparationBrain(EnhancementBrain):
     def on_stage_end(self, stage, stage_loss, epoch=None):
         """Update the learning rate from the validation loss, then log/checkpoint/report."""
         if stage == sb.Stage.VALID:
-            # Every rank scored its own share: average so all ranks keep one learning rate.
-            mean_loss = stage_loss
-            if torch.distributed.is_available() and torch.distributed.is_initialized():
-                total = ddp_all_reduce(
-                    torch.tensor(float(stage_loss)), torch.distributed.ReduceOp.SUM
-                )
-                mean_loss = float(total) / torch.distributed.get_world_size()
+            # Every rank scored its own share: the mean over all keeps one learning rate.
+            mean_loss = self.stage_loss_over_ranks(stage_loss)
             _, next_lr = self.hparams.lr_scheduler([self.optimizer], epoch, mean_loss)
             sb.nnet.schedulers.update_learning_rate(self.optimizer, next_lr)
         super().on_stage_end(stage, stage_loss, epoch)

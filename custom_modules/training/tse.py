@@ -226,7 +226,8 @@ class SpeakerExtractionBrain(EnhancementBrain):
     def on_stage_end(self, stage, stage_loss, epoch=None):
         """Plateau learning-rate step on validation; TIR range with the train stats."""
         if stage == sb.Stage.VALID and self.hparams.lr_policy == "plateau":
-            _, new_lr = self.hparams.lr_scheduler([self.optimizer], epoch, stage_loss)
+            loss = self.stage_loss_over_ranks(stage_loss)  # each rank scored its own share
+            _, new_lr = self.hparams.lr_scheduler([self.optimizer], epoch, loss)
             sb.nnet.schedulers.update_learning_rate(self.optimizer, new_lr)
         super().on_stage_end(stage, stage_loss, epoch)
         if stage == sb.Stage.TRAIN and getattr(self, "tir_range", None) is not None:
