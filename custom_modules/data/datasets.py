@@ -38,7 +38,6 @@ from custom_modules.audio.files import (
     read_audio_info,
 )
 from custom_modules.data.fixed_sets import PerItemSeededDataset
-from custom_modules.data.triplets import SpeakerPool, TripletMaker, noise_pool
 
 logger = logging.getLogger(__name__)
 
@@ -285,38 +284,24 @@ def triplet_dataset(manifest_path, speakers=None, keys=None) -> DynamicItemDatas
 class OnTheFlyTripletDataset(PerItemSeededDataset):
     """Fresh random triplets, reproducible per ``(seed, rank, epoch, index)``.
 
-    Item ``index`` is drawn by :class:`custom_modules.data.triplets.TripletMaker`
-    with a generator seeded by ``SeedSequence([seed, rank, epoch, index])``,
-    as :class:`custom_modules.data.mixing.OnTheFlyDataset`: independent of
+    Item ``index`` is drawn by ``maker`` with a generator seeded by
+    ``SeedSequence([seed, rank, epoch, index])``, as
+    :class:`custom_modules.data.mixing.OnTheFlyDataset`: independent of
     ``num_workers``, distinct across DDP ranks, new each epoch after
     ``set_epoch``.
 
     Arguments
     ---------
-    speech_manifest : str or Path
-        Speech manifest with ``speaker`` fields.
+    maker : custom_modules.data.triplets.TripletMaker
+        Draws the triplets (e.g. a recipe YAML's ``triplet_maker`` on the
+        training manifests): its ``max_sec`` is the longest item.
     length : int
         Items per epoch.
     seed : int
         Base seed.
-    data_root : str, optional
-        Resolves ``{data_root}``.
-    sr, loudness_lufs, tir_db_range
-        As in ``write_triplets``.
-    crop_sec : float, optional
-        Longest target/interferer segment (random offset); None: whole.
-    noise_manifest : str or Path, optional
-        Noise files; with ``snr_db_range`` noise is added.
-    snr_db_range : (float, float), optional
-        Target-to-noise loudness ratio range, dB.
     speakers : list of str, optional
         Classes of the speaker head; default: the sorted target speakers of
-        the manifest. ``speaker_index`` is -1 for a speaker not listed.
-    ref_crop_sec : float, optional
-        Longest reference segment; default ``crop_sec``.
-    length_policy : str
-        ``"shortest"`` (default; items are then at most ``crop_sec`` long and
-        may be shorter) or ``"longest"``.
+        the maker's pool. ``speaker_index`` is -1 for a speaker not listed.
     rank : int, optional
         Overrides the detected DDP rank.
     keys : dict, optional
@@ -332,47 +317,18 @@ class OnTheFlyTripletDataset(PerItemSeededDataset):
     ...     entries[name] = {"path": str(folder / f"{name}.wav"), "duration": 1.0,
     ...                      "sr": 16000, "speaker": speaker}
     >>> _ = (folder / "speech.json").write_text(json.dumps(entries))
-    >>> data = OnTheFlyTripletDataset(folder / "speech.json", length=4, crop_sec=0.5)
+    >>> from custom_modules.data.triplets import TripletMaker
+    >>> maker = TripletMaker.from_manifests(folder / "speech.json", max_sec=0.5, ref_max_sec=0.5)
+    >>> data = OnTheFlyTripletDataset(maker, length=4)
     >>> item = data[0]
     >>> item["mix"].shape, item["ref"].shape, item["target_speaker"], item["speaker_index"]
     (torch.Size([8000]), torch.Size([8000]), 'A', 0)
     """
 
-    def __init__(
-        self,
-        speech_manifest,
-        length,
-        seed=0,
-        data_root=None,
-        sr=16000,
-        loudness_lufs=-20.0,
-        tir_db_range=(0.0, 0.0),
-        crop_sec=None,
-        noise_manifest=None,
-        snr_db_range=None,
-        speakers=None,
-        ref_crop_sec=None,
-        length_policy="shortest",
-        rank=None,
-        keys=None,
-    ):
+    def __init__(self, maker, length, seed=0, speakers=None, rank=None, keys=None):
         super().__init__(length, seed=seed, rank=rank)
-        pool = SpeakerPool.from_manifest(speech_manifest, data_root=data_root, sr=sr)
-        noises = None
-        if noise_manifest is not None:
-            noises, _ = noise_pool(noise_manifest, data_root=data_root, sr=sr)
-        self.maker = TripletMaker(
-            pool,
-            sr=sr,
-            loudness_lufs=loudness_lufs,
-            tir_db_range=tir_db_range,
-            length_policy=length_policy,
-            max_sec=crop_sec,
-            ref_max_sec=crop_sec if ref_crop_sec is None else ref_crop_sec,
-            noises=noises,
-            snr_db_range=snr_db_range,
-        )
-        self.speakers = list(pool.target_speakers if speakers is None else speakers)
+        self.maker = maker
+        self.speakers = list(maker.pool.target_speakers if speakers is None else speakers)
         self._index_of = _speaker_indexer(self.speakers)
         self._names = _output_keys(CANONICAL_KEYS, keys)
 

@@ -52,13 +52,14 @@ Example
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 from pathlib import Path
 
 from custom_modules.audio.files import atomic_write_json
 from custom_modules.data.datasets import OnTheFlyTripletDataset
 from custom_modules.data.triplet_writer import SUBTYPES, triplet_file, write_triplets
-from custom_modules.data.triplets import SpeakerPool
+from custom_modules.data.triplets import TripletMaker
 from data_prepare.common import CLI_ERRORS, add_force_and_verbose, cli_error_exit
 from data_prepare.librispeech import prepare_librispeech
 from data_prepare.plain import is_plain_root, prepare_plain_speech
@@ -77,6 +78,10 @@ logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
 NOISE_SOURCES = ("musan", "dns")
+# Command-line options that go to the triplet maker (TripletMaker.from_manifests).
+MAKER_OPTIONS = (
+    "loudness_lufs", "tir_db_range", "length_policy", "max_sec", "ref_max_sec", "snr_db_range"
+)  # fmt: skip
 
 
 def _prepare_noise(source, data_folder, noise_folder, seed, sr, num_workers, force=False):
@@ -152,18 +157,13 @@ def prepare_speech_splits(
 def prepare_librispeech_mixtures(
     data_folder,
     save_folder,
+    maker=None,
     num_train=20000,
     num_valid=5000,
     num_test=3000,
     seed=1234,
     sr=16000,
-    loudness_lufs=-20.0,
-    tir_db_range=(0.0, 0.0),
-    length_policy="shortest",
-    max_sec=None,
-    ref_max_sec=None,
     noise=False,
-    snr_db_range=(5.0, 15.0),
     save_interferer=False,
     splits=("train-clean-100", "dev-clean", "test-clean"),
     skip_prep=False,
@@ -184,17 +184,26 @@ def prepare_librispeech_mixtures(
     save_folder : str or Path
         Output: ``speech_*.json``, ``triplets_{split}/``, ``train_speakers.json``
         and ``noise/``.
+    maker : callable, optional
+        ``maker(speech_manifest, noise_manifest=...)`` returns the
+        :class:`~custom_modules.data.triplets.TripletMaker` of a split: a
+        partial of :meth:`~custom_modules.data.triplets.TripletMaker.from_manifests`
+        holding the triplet options (a recipe YAML's ``triplet_maker``;
+        its ``sr`` must be ``sr``). Default: that method at ``sr`` with
+        its defaults (-20 LUFS, 0 dB TIR, ``"shortest"``, whole utterances).
     num_train, num_valid, num_test : int
         Triplets per split (0 skips the split).
     seed : int
         Seed of the train set; valid and test use ``seed + 1`` and ``seed + 2``.
-    sr, loudness_lufs, tir_db_range, length_policy, max_sec, ref_max_sec, save_interferer, subtype
-        As in :func:`write_triplets` (every split).
+    sr : int
+        Sample rate of the speech (and noise) manifests (LibriSpeech is
+        resampled once for another rate).
     noise : bool or str
         ``False``: no noise; ``"musan"`` (or ``True``) / ``"dns"``: prepare
-        noise manifests from that layout of ``data_folder`` and add noise.
-    snr_db_range : (float, float)
-        Target-to-noise loudness ratio range with ``noise``, dB.
+        noise manifests from that layout of ``data_folder`` and add noise
+        (at the maker's ``snr_db_range``).
+    save_interferer, subtype
+        As in :func:`write_triplets` (every split).
     splits : tuple of str
         LibriSpeech splits given to ``prepare_librispeech``.
     valid_ratio, test_ratio : float
@@ -228,6 +237,8 @@ def prepare_librispeech_mixtures(
         noise = "musan"
     if noise and noise not in NOISE_SOURCES:
         raise ValueError(f"noise must be False, True, or one of {NOISE_SOURCES}, got {noise!r}")
+    if maker is None:
+        maker = functools.partial(TripletMaker.from_manifests, sr=sr)
     speech = prepare_speech_splits(
         data_folder,
         save_folder,
@@ -239,33 +250,27 @@ def prepare_librispeech_mixtures(
         num_workers=num_workers,
         force=force,
     )
-    pools = {
-        split: SpeakerPool.from_manifest(speech[split], sr=sr) for split in SPLITS if counts[split]
-    }
-    check_speaker_disjoint({split: pool.speakers for split, pool in pools.items()})
     noise_manifests = {}
     if noise:
         noise_manifests = _prepare_noise(
             noise, data_folder, save_folder / "noise", seed, sr, num_workers, force
         )
-    if "train" in pools:
-        atomic_write_json(save_folder / "train_speakers.json", pools["train"].target_speakers)
+    makers = {
+        split: maker(speech[split], noise_manifest=noise_manifests.get(split))
+        for split in SPLITS
+        if counts[split]
+    }
+    check_speaker_disjoint({split: m.pool.speakers for split, m in makers.items()})
+    if "train" in makers:
+        atomic_write_json(save_folder / "train_speakers.json", makers["train"].pool.target_speakers)
     for offset, split in enumerate(SPLITS):
         if split not in outputs:
             continue
         write_triplets(
-            speech[split],
+            makers[split],
             save_folder / f"triplets_{split}",
             num_triplets=counts[split],
             seed=int(seed) + offset,
-            sr=sr,
-            loudness_lufs=loudness_lufs,
-            tir_db_range=tir_db_range,
-            length_policy=length_policy,
-            max_sec=max_sec,
-            ref_max_sec=ref_max_sec,
-            noise_manifest=noise_manifests.get(split),
-            snr_db_range=snr_db_range if noise else None,
             save_interferer=save_interferer,
             progress=progress,
             num_workers=num_workers,
@@ -291,10 +296,6 @@ def check_speaker_disjoint(speakers_by_split: dict) -> None:
             shared = sorted(set(speakers_by_split[first]) & set(speakers_by_split[second]))
             if shared:
                 raise ValueError(f"speakers {shared[:10]} are in both {first} and {second}")
-
-
-def _range(text_values):
-    return tuple(float(v) for v in text_values)
 
 
 def main(argv=None) -> dict:
@@ -364,8 +365,11 @@ def main(argv=None) -> dict:
     verbose = args.pop("verbose")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args["noise"] = False if args["noise"] == "none" else args["noise"]
-    args["tir_db_range"] = _range(args["tir_db_range"])
-    args["snr_db_range"] = _range(args["snr_db_range"])
+    args["maker"] = functools.partial(
+        TripletMaker.from_manifests,
+        sr=args["sr"],
+        **{key: args.pop(key) for key in MAKER_OPTIONS},
+    )
     try:
         outputs = prepare_librispeech_mixtures(**args)
     except CLI_ERRORS as err:

@@ -7,7 +7,10 @@
   :func:`custom_modules.data.librispeech_mixtures.prepare_librispeech_mixtures`
   with the interferer saved (``s1`` = its target, ``s2`` = its interferer;
   the mixture is their exact sum, plus noise when ``noise`` is set), at
-  ``sample_rate`` (LibriSpeech is resampled once for 8 kHz).
+  ``sample_rate`` (LibriSpeech is resampled once for 8 kHz). How a mixture
+  is drawn (levels, TIR/SNR ranges, length policy, longest mixture) is the
+  YAML's ``triplet_maker``, a partial of
+  :meth:`custom_modules.data.triplets.TripletMaker.from_manifests`.
 * :class:`RandomChunkDataset`: training items, a random ``crop_sec`` chunk of
   every mixture each epoch, reproducible per ``(seed, epoch, index)``.
 * :func:`whole_utterance_dataset`: validation and test on whole utterances,
@@ -17,8 +20,7 @@ Keys read by :func:`prepare_separation_data` and :func:`separation_datasets`:
 ``data_folder``, ``prep_folder``, ``skip_prep``, ``librispeech_splits``,
 ``valid_ratio``, ``test_ratio``,
 ``num_train_mixtures``, ``num_valid_examples``, ``num_test_examples``,
-``data_seed``, ``sample_rate``, ``loudness_lufs``, ``tir_db_range``,
-``length_policy``, ``max_mixture_sec``, ``noise``, ``snr_db_range``,
+``data_seed``, ``sample_rate``, ``triplet_maker``, ``noise``,
 ``prep_workers``, ``crop_sec``, ``seed``.
 """
 
@@ -55,14 +57,10 @@ def prepare_separation_data(hparams) -> dict:
         num_train=hparams["num_train_mixtures"],
         num_valid=hparams["num_valid_examples"],
         num_test=hparams["num_test_examples"],
+        maker=hparams["triplet_maker"],
         seed=hparams["data_seed"],
         sr=hparams["sample_rate"],
-        loudness_lufs=hparams["loudness_lufs"],
-        tir_db_range=tuple(hparams["tir_db_range"]),
-        length_policy=hparams["length_policy"],
-        max_sec=hparams["max_mixture_sec"],
         noise=hparams["noise"],
-        snr_db_range=tuple(hparams["snr_db_range"]),
         save_interferer=True,
         splits=tuple(hparams["librispeech_splits"]),
         valid_ratio=hparams["valid_ratio"],

@@ -29,7 +29,7 @@ from custom_modules.audio.files import (
 )
 from custom_modules.audio.seeding import derive_seed_sequences
 from custom_modules.data.fixed_sets import float_wav_bytes
-from custom_modules.data.triplets import CLIP_PEAK, SpeakerPool, TripletMaker, noise_pool
+from custom_modules.data.triplets import CLIP_PEAK
 from data_prepare.inspection import pool_context
 
 logger = logging.getLogger(__name__)
@@ -163,19 +163,10 @@ def _csv_text(manifest: dict) -> str:
 
 
 def write_triplets(
-    speech_manifest,
+    maker,
     out_dir,
     num_triplets,
     seed,
-    data_root=None,
-    sr=16000,
-    loudness_lufs=-20.0,
-    tir_db_range=(0.0, 0.0),
-    length_policy="shortest",
-    max_sec=None,
-    ref_max_sec=None,
-    noise_manifest=None,
-    snr_db_range=None,
     save_interferer=False,
     progress=True,
     num_workers=1,
@@ -183,40 +174,26 @@ def write_triplets(
 ):
     """Write a reproducible set of (mix, reference, target) triplets, once.
 
-    Triplet ``i`` is drawn by a generator seeded with the ``i``-th child of
-    ``SeedSequence(seed)``: the set depends only on the seed, the options and
-    the manifests (not on ``num_workers``). When ``out_dir`` already holds a
-    complete set made with the same options and manifests, nothing is
-    written; otherwise it is regenerated (files of the old set that the new
-    one does not list are removed).
+    Triplet ``i`` is drawn by ``maker`` with a generator seeded with the
+    ``i``-th child of ``SeedSequence(seed)``: the set depends only on the seed,
+    the maker's options and its manifests (not on ``num_workers``). When
+    ``out_dir`` already holds a complete set made with the same options and
+    manifests, nothing is written; otherwise it is regenerated (files of the
+    old set that the new one does not list are removed).
 
     Arguments
     ---------
-    speech_manifest : str or Path
-        Speech manifest with ``speaker`` fields (e.g. ``speech_train.json``
-        from ``prepare_librispeech``), files at ``sr``.
+    maker : custom_modules.data.triplets.TripletMaker
+        Built by :meth:`~custom_modules.data.triplets.TripletMaker.from_manifests`
+        (a recipe YAML's ``triplet_maker`` partial on one split's speech and
+        noise manifests): sample rate, levels, TIR/SNR ranges, length policy,
+        longest segments. Its peak policy follows ``subtype``.
     out_dir : str or Path
         Output folder (layout in the module docstring).
     num_triplets : int
         Number of triplets.
     seed : int
         Seed of the set.
-    data_root : str, optional
-        Resolves ``{data_root}`` (default: recorded by data preparation).
-    sr : int
-        Sample rate of the manifests and of the output.
-    loudness_lufs : float
-        Level of every source before the TIR/SNR gains (LUFS).
-    tir_db_range : (float, float)
-        Target-to-interferer ratio, dB, drawn uniformly.
-    length_policy : str
-        ``"shortest"`` (cut to the shorter source) or ``"longest"`` (zero-pad).
-    max_sec, ref_max_sec : float, optional
-        Longest segment of a target/interferer, of a reference (random offset).
-    noise_manifest : str or Path, optional
-        Noise manifest; noise at ``snr_db_range`` is added to every mix.
-    snr_db_range : (float, float), optional
-        Target-to-noise loudness ratio, dB (required with ``noise_manifest``).
     save_interferer : bool
         Also write ``interferers/<ID>-interferer.wav`` (as in the mix), e.g.
         for two-speaker separation.
@@ -239,41 +216,14 @@ def write_triplets(
         raise ValueError(f"num_triplets must be >= 1, got {num_triplets}")
     if subtype not in SUBTYPES:
         raise ValueError(f"subtype must be one of {SUBTYPES}, got {subtype!r}")
-    pool = SpeakerPool.from_manifest(speech_manifest, data_root=data_root, sr=sr)
-    noises, noise_digest = (None, None)
-    if noise_manifest is not None:
-        noises, noise_digest = noise_pool(noise_manifest, data_root=data_root, sr=sr)
-    maker = TripletMaker(
-        pool,
-        sr=sr,
-        loudness_lufs=loudness_lufs,
-        tir_db_range=tir_db_range,
-        length_policy=length_policy,
-        max_sec=max_sec,
-        ref_max_sec=ref_max_sec,
-        noises=noises,
-        snr_db_range=snr_db_range,
-        peak_limit=None if subtype == "FLOAT" else CLIP_PEAK,
-    )
+    maker = maker.with_peak_limit(None if subtype == "FLOAT" else CLIP_PEAK)
     options = {
         "format": TRIPLET_SET_FORMAT,
         "seed": int(seed),
         "num_triplets": num_triplets,
-        "sr": maker.sr,
-        "loudness_lufs": maker.loudness_lufs,
-        "tir_db_range": list(maker.tir_db_range),
-        "length_policy": length_policy,
-        "max_sec": max_sec,
-        "ref_max_sec": ref_max_sec,
-        "snr_db_range": None if maker.snr_db_range is None else list(maker.snr_db_range),
         "save_interferer": bool(save_interferer),
         "subtype": subtype,
-        "speech_manifest": str(speech_manifest),
-        "speech_sha1": pool.digest,
-        "noise_manifest": None if noise_manifest is None else str(noise_manifest),
-        "noise_sha1": noise_digest,
-        "num_speakers": len(pool.speakers),
-        "single_utterance_speakers": pool.single_utterance_speakers,
+        **maker.describe(),
     }
     options = json.loads(json.dumps(options))  # compare with what the file holds
     manifest_path = out_dir / "manifest.json"

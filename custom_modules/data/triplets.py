@@ -49,10 +49,19 @@ again; after ``max_attempts`` such draws a ``RuntimeError`` names the files.
 
 Everything is computed in float64. Randomness comes only from the
 ``numpy.random.Generator`` passed to :meth:`TripletMaker.make`.
+
+The triplet options (level, TIR and SNR ranges, length policy, longest
+segments) live in one place: a recipe YAML builds
+:meth:`TripletMaker.from_manifests` as a partial constructor (``triplet_maker``)
+and its data pipeline adds each split's manifests and longest mixture; the
+writer (:func:`custom_modules.data.triplet_writer.write_triplets`) and the
+on-the-fly dataset (:class:`custom_modules.data.datasets.OnTheFlyTripletDataset`)
+take the built maker.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 from dataclasses import dataclass, field
@@ -205,9 +214,10 @@ class TripletMaker:
     max_sec, ref_max_sec : float or None
         Longest segment taken of a target/interferer, of a reference.
     noises : list of Utterance, optional
-        Noise files; with ``snr_db_range``, noise is added to every mix.
+        Noise files; noise is added to every mix (needs ``snr_db_range``).
     snr_db_range : (float, float), optional
-        Target-to-noise loudness ratio range, dB.
+        Target-to-noise loudness ratio range, dB; not used without ``noises``
+        (a recipe's maker holds it whether or not its data has noise).
     max_attempts : int
         Draws allowed per triplet when sources are too quiet to measure.
     peak_limit : float or None
@@ -227,6 +237,16 @@ class TripletMaker:
     >>> signals, meta = maker.make(np.random.default_rng(1))
     >>> signals["mix"].shape, meta["target_speaker"], meta["interferer_speaker"]
     ((16000,), 'A', 'B')
+
+    A recipe builds it from manifests (its YAML's ``triplet_maker``); without a
+    noise manifest the SNR range is not used:
+
+    >>> maker = TripletMaker.from_manifests(folder / "speech.json", max_sec=0.5,
+    ...                                     snr_db_range=(5, 15))
+    >>> maker.make(np.random.default_rng(1))[0]["mix"].shape, maker.snr_db_range
+    ((8000,), None)
+    >>> maker.describe()["speech_sha1"] == maker.pool.digest
+    True
     """
 
     def __init__(
@@ -249,28 +269,86 @@ class TripletMaker:
             )
         if not np.isfinite(float(loudness_lufs)) or float(loudness_lufs) >= 0:
             raise ValueError(f"loudness_lufs must be a finite negative level, got {loudness_lufs}")
-        if (noises is None) != (snr_db_range is None):
-            raise ValueError("noise needs both a noise manifest and snr_db_range (or neither)")
+        if noises is not None and snr_db_range is None:
+            raise ValueError("noise needs both a noise manifest and snr_db_range")
         if noises is not None and not noises:
             raise ValueError("the noise manifest has no files")
+        if snr_db_range is not None:
+            snr_db_range = check_range(snr_db_range, "snr_db_range")
         self.pool = pool
         self.sr = int(sr)
         self.loudness_lufs = float(loudness_lufs)
         self.tir_db_range = check_range(tir_db_range, "tir_db_range")
-        self.snr_db_range = (
-            None if snr_db_range is None else check_range(snr_db_range, "snr_db_range")
-        )
+        self.snr_db_range = None if noises is None else snr_db_range
         self.length_policy = length_policy
+        self.max_sec, self.ref_max_sec = max_sec, ref_max_sec
         self.max_frames = _max_frames(max_sec, self.sr, "max_sec")
         self.ref_max_frames = _max_frames(ref_max_sec, self.sr, "ref_max_sec")
         self.noises = noises
         self.max_attempts = int(max_attempts)
         if self.max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
-        if peak_limit is not None and not 0 < float(peak_limit) <= 1:
-            raise ValueError(f"peak_limit must be in (0, 1] or None, got {peak_limit}")
-        self.peak_limit = None if peak_limit is None else float(peak_limit)
+        self.peak_limit = _checked_peak_limit(peak_limit)
         self.meter = pyloudnorm.Meter(self.sr)
+        # Where the pool and the noises came from (set by from_manifests; the writer records it).
+        self.speech_manifest = self.noise_manifest = self.noise_digest = None
+
+    @classmethod
+    def from_manifests(cls, speech_manifest, noise_manifest=None, data_root=None, sr=16000,
+                       **options) -> TripletMaker:  # fmt: skip
+        """The maker of a speech manifest (and a noise manifest): a recipe YAML's partial.
+
+        Arguments
+        ---------
+        speech_manifest : str or Path
+            Entries with ``path``, ``duration`` and ``speaker``, at ``sr``.
+        noise_manifest : str or Path, optional
+            Noise files (entries with ``path`` and ``duration``); without it
+            no noise is added (``snr_db_range`` is then not used).
+        data_root : str, optional
+            Resolves ``{data_root}`` (default: recorded by data preparation).
+        sr : int
+            Sample rate of the manifests.
+        **options
+            The other arguments of :class:`TripletMaker` (``loudness_lufs``,
+            ``tir_db_range``, ``length_policy``, ``max_sec``, ``ref_max_sec``,
+            ``snr_db_range``, ``max_attempts``, ``peak_limit``).
+
+        See the class example.
+        """
+        pool = SpeakerPool.from_manifest(speech_manifest, data_root=data_root, sr=sr)
+        noises, noise_digest = None, None
+        if noise_manifest is not None:
+            noises, noise_digest = noise_pool(noise_manifest, data_root=data_root, sr=sr)
+        maker = cls(pool, sr=sr, noises=noises, **options)
+        maker.speech_manifest = str(speech_manifest)
+        if noise_manifest is not None:
+            maker.noise_manifest, maker.noise_digest = str(noise_manifest), noise_digest
+        return maker
+
+    def with_peak_limit(self, peak_limit) -> TripletMaker:
+        """A copy drawing the same triplets with another peak policy (module docstring)."""
+        other = copy.copy(self)
+        other.peak_limit = _checked_peak_limit(peak_limit)
+        return other
+
+    def describe(self) -> dict:
+        """The options and the files of the maker, JSON-ready (a written set records them)."""
+        return {
+            "sr": self.sr,
+            "loudness_lufs": self.loudness_lufs,
+            "tir_db_range": list(self.tir_db_range),
+            "length_policy": self.length_policy,
+            "max_sec": self.max_sec,
+            "ref_max_sec": self.ref_max_sec,
+            "snr_db_range": None if self.snr_db_range is None else list(self.snr_db_range),
+            "speech_manifest": self.speech_manifest,
+            "speech_sha1": self.pool.digest,
+            "noise_manifest": self.noise_manifest,
+            "noise_sha1": self.noise_digest,
+            "num_speakers": len(self.pool.speakers),
+            "single_utterance_speakers": self.pool.single_utterance_speakers,
+        }
 
     def set_tir_db_range(self, tir_db_range) -> None:
         """Draw the target-to-interferer ratio from ``tir_db_range`` (dB) from now on."""
@@ -440,6 +518,12 @@ class TripletMaker:
         if self.noises is not None:
             meta["noise_lufs"] = level - meta["snr_db"] + clip_gain_db
         return signals, meta
+
+
+def _checked_peak_limit(peak_limit):
+    if peak_limit is not None and not 0 < float(peak_limit) <= 1:
+        raise ValueError(f"peak_limit must be in (0, 1] or None, got {peak_limit}")
+    return None if peak_limit is None else float(peak_limit)
 
 
 def _clip_scale(signals: dict, peak_limit) -> float:

@@ -8,9 +8,14 @@
   ``test_ratio`` with ``split_seed``), else LibriSpeech (``librispeech_splits``).
   The training speakers that can be targets are the classes of the speaker
   head (``<prep_folder>/train_speakers.json``).
-* Triplets (:mod:`custom_modules.data.triplets`: every source at ``loudness_lufs``,
-  interferer at ``-tir``, reference = another utterance of the target
-  speaker): fixed, seeded validation/test sets written once
+* Triplets, drawn by the YAML's ``triplet_maker`` (a partial of
+  :meth:`custom_modules.data.triplets.TripletMaker.from_manifests` holding the
+  triplet options: every source at ``loudness_lufs``, interferer at ``-tir``,
+  reference = another utterance of the target speaker, length policy,
+  longest reference, SNR range) on each split's manifests, the longest
+  mixture being ``crop_sec`` for training and ``eval_crop_sec`` for
+  validation/test (:func:`build_triplet_maker`): fixed, seeded
+  validation/test sets written once
   (``custom_modules.data.librispeech_mixtures.write_triplets``), and for training
   either a fixed set (``train_mode: fixed``, ``num_train_triplets``) or fresh
   triplets every epoch (``train_mode: onthefly``).
@@ -21,9 +26,8 @@
 
 Keys read: ``data_folder``, ``prep_folder``, ``skip_prep``,
 ``librispeech_splits``, ``valid_ratio``, ``test_ratio``, ``split_seed``,
-``sample_rate``, ``add_noise``, ``loudness_lufs``, ``tir_db_range``,
-``length_policy``, ``crop_sec``, ``eval_crop_sec``, ``ref_crop_sec``,
-``snr_db_range``, ``train_mode``, ``num_train_triplets``, ``train_set_seed``,
+``sample_rate``, ``add_noise``, ``triplet_maker``, ``crop_sec``,
+``eval_crop_sec``, ``train_mode``, ``num_train_triplets``, ``train_set_seed``,
 ``num_valid_examples``, ``num_test_examples``, ``valid_set_seed``,
 ``test_set_seed``, ``prep_workers``, ``seed``, ``tir_curriculum_fraction``.
 """
@@ -40,7 +44,6 @@ from custom_modules.data.librispeech_mixtures import (
     write_triplets,
 )
 from custom_modules.data.ranges import check_range
-from custom_modules.data.triplets import SpeakerPool
 from data_prepare.plain import is_plain_root
 
 # Dataset outputs renamed to what the Brain reads (batch.mixture, batch.reference, batch.target).
@@ -111,42 +114,32 @@ def check_train_mode(hparams) -> None:
         )
 
 
+def build_triplet_maker(hparams, split, speech, noise):
+    """The YAML's ``triplet_maker`` on the ``split`` manifests (longest mixture: ``crop_sec``
+    for train, ``eval_crop_sec`` else); ``speech`` / ``noise``: ``{split: manifest}``."""
+    max_sec = hparams["crop_sec"] if split == "train" else hparams["eval_crop_sec"]
+    return hparams["triplet_maker"](speech[split], noise_manifest=noise.get(split), max_sec=max_sec)
+
+
 def prepare_tse_data(hparams, progress=True) -> None:
     """Manifests, training speakers and triplet sets (run it through ``run_on_main``)."""
     check_train_mode(hparams)
     speech, noise = speech_manifests(hparams), noise_manifests(hparams)
-    pools = {split: SpeakerPool.from_manifest(speech[split], sr=hparams["sample_rate"])
-             for split in SPLITS}  # fmt: skip
-    check_speaker_disjoint({split: pool.speakers for split, pool in pools.items()})
-    atomic_write_json(speakers_file(hparams), pools["train"].target_speakers)
+    makers = {split: build_triplet_maker(hparams, split, speech, noise) for split in SPLITS}
+    check_speaker_disjoint({split: maker.pool.speakers for split, maker in makers.items()})
+    atomic_write_json(speakers_file(hparams), makers["train"].pool.target_speakers)
     sets = {
-        "valid": (
-            hparams["num_valid_examples"],
-            hparams["valid_set_seed"],
-            hparams["eval_crop_sec"],
-        ),
-        "test": (hparams["num_test_examples"], hparams["test_set_seed"], hparams["eval_crop_sec"]),
+        "valid": (hparams["num_valid_examples"], hparams["valid_set_seed"]),
+        "test": (hparams["num_test_examples"], hparams["test_set_seed"]),
     }
     if hparams["train_mode"] == "fixed":
-        sets["train"] = (
-            hparams["num_train_triplets"],
-            hparams["train_set_seed"],
-            hparams["crop_sec"],
-        )
-    for split, (count, seed, max_sec) in sets.items():
+        sets["train"] = (hparams["num_train_triplets"], hparams["train_set_seed"])
+    for split, (count, seed) in sets.items():
         write_triplets(
-            speech[split],
+            makers[split],
             triplet_manifest(hparams, split).parent,
             num_triplets=count,
             seed=seed,
-            sr=hparams["sample_rate"],
-            loudness_lufs=hparams["loudness_lufs"],
-            tir_db_range=hparams["tir_db_range"],
-            length_policy=hparams["length_policy"],
-            max_sec=max_sec,
-            ref_max_sec=hparams["ref_crop_sec"],
-            noise_manifest=noise.get(split),
-            snr_db_range=hparams["snr_db_range"] if noise else None,
             progress=progress,
             # Worker processes pay for their start-up only on large sets.
             num_workers=hparams["prep_workers"] if count >= 200 else 1,
@@ -157,19 +150,11 @@ def tse_datasets(hparams, speakers) -> tuple:
     """(train, valid, test) datasets with keys id, mixture, reference, target[, speaker_index]."""
     check_train_mode(hparams)
     if hparams["train_mode"] == "onthefly":
-        noise = noise_manifests(hparams, skip=True)
+        speech, noise = speech_manifests(hparams, skip=True), noise_manifests(hparams, skip=True)
         train = OnTheFlyTripletDataset(
-            speech_manifests(hparams, skip=True)["train"],
+            build_triplet_maker(hparams, "train", speech, noise),
             length=hparams["num_train_triplets"],
             seed=hparams["seed"],
-            sr=hparams["sample_rate"],
-            loudness_lufs=hparams["loudness_lufs"],
-            tir_db_range=hparams["tir_db_range"],
-            crop_sec=hparams["crop_sec"],
-            ref_crop_sec=hparams["ref_crop_sec"],
-            length_policy=hparams["length_policy"],
-            noise_manifest=noise.get("train"),
-            snr_db_range=hparams["snr_db_range"] if noise else None,
             speakers=speakers,
             keys=KEYS,
         )

@@ -1,5 +1,29 @@
 """Target speaker extraction with a trained SpEx+ model (``recipes/spex_plus`` ``test.py`` and ``infer.py``).
 
+Command line (``recipes/spex_plus/infer.py`` takes the same arguments)::
+
+    python -m custom_modules.inference.speaker_extraction --run results/spex_plus_cpu/1234 \
+        --mix mixture.wav --ref enrolment.wav --out extracted.wav \
+        [--chunk_sec 4 --chunk_overlap_sec 0.5] [--device cpu]
+
+* Model: the best checkpoint (validation SI-SDR) of the run folder (the
+  recipe's ``output_folder``), loaded by ``custom_modules.inference.run_loading``. The
+  speaker-classification head is loaded but not used.
+* Inputs: any format soundfile reads, any rate; channel 0 of multichannel
+  files (the project's policy). Both are resampled to the model's rate
+  (16 kHz) with ``torchaudio.functional.resample``. The enrolment must be at
+  least ``model.min_reference_samples`` long (35 ms for the recipe's models;
+  a few seconds of speech give a useful embedding).
+* Output: the extracted speech resampled back to the mixture's rate, same
+  length as the mixture, 16-bit PCM (written atomically). SpEx+ is trained
+  with a scale-invariant loss, so the output level is the model's; it is
+  scaled down once only if it would clip (the gain is printed).
+* ``--chunk_sec``: process long mixtures in crossfaded chunks (bounded
+  memory, see Chunking below); the embedding is computed once.
+
+Functions
+---------
+
 * :func:`load_for_model`: channel 0 of any audio file, resampled to the
   model's rate with ``torchaudio.functional.resample``.
 * :func:`extract_whole` / :func:`extract_in_chunks`: the target speaker's
@@ -28,18 +52,21 @@ neighbours': the measured quality difference includes that.
 
 from __future__ import annotations
 
+import argparse
 import math
+import sys
 import time
 
 import numpy as np
 import torch
 import torchaudio
 
+from custom_modules.audio.files import AudioFileError, read_audio_info, write_audio
 from custom_modules.audio.files import read_audio as read_channel
-from custom_modules.audio.files import read_audio_info, write_audio
 from custom_modules.audio.levels import peak_gain
 from custom_modules.evaluation.metrics import si_snr
 from custom_modules.inference.enhance import enhance_in_chunks
+from custom_modules.inference.run_loading import RunFolderError, load_run
 
 
 def load_for_model(path, sr):
@@ -243,3 +270,44 @@ def extract_file(run, mix_path, ref_path, out_path, chunk_sec=None, overlap_sec=
         "seconds": seconds,
         "rtf": seconds / max(len(mixture) / sr, 1e-9),
     }
+
+
+def build_parser():
+    """Command-line options."""
+    parser = argparse.ArgumentParser(
+        description="Extract the enrolled speaker from a mixture with a trained SpEx+ run."
+    )
+    parser.add_argument("--run", required=True, help="output folder of a training run")
+    parser.add_argument("--mix", required=True, help="mixture audio file")
+    parser.add_argument("--ref", required=True, help="enrolment (reference) audio of the target")
+    parser.add_argument("--out", required=True, help="output wav (at the mixture's rate)")
+    parser.add_argument("--chunk_sec", type=float, help="process in chunks of this length")
+    parser.add_argument("--chunk_overlap_sec", type=float, default=0.5, help="chunk overlap")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda:0")
+    return parser
+
+
+def main(argv=None) -> int:
+    """Command line entry point; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        run = load_run(args.run, device=args.device)
+        report = extract_file(
+            run, args.mix, args.ref, args.out, args.chunk_sec, args.chunk_overlap_sec
+        )
+    except (RunFolderError, AudioFileError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"model: {run.describe()}")
+    channels = f", channel 0 of {report['mix_channels']}" if report["mix_channels"] > 1 else ""
+    print(
+        f"{args.mix} ({report['duration_sec']:.2f} s at {report['mix_sr']} Hz{channels}) + "
+        f"{args.ref} ({report['ref_sec']:.2f} s at {report['ref_sr']} Hz) -> {args.out}"
+    )
+    gain = f", scaled by {report['gain_db']:.2f} dB to avoid clipping" if report["gain_db"] else ""
+    print(f"processing {report['seconds']:.2f} s (real-time factor {report['rtf']:.3f}){gain}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

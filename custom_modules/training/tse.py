@@ -4,8 +4,9 @@
 whose model takes ``(mixture, reference, reference_lengths)``;
 :class:`SpexPlusBrain` adds SpEx+'s ``estimate_from_outputs`` and
 ``compute_objectives`` (shared by ``recipes/spex_plus/train.py`` and its
-evaluation command ``test.py``), and :func:`resolve_num_speakers` sizes the
-speaker head from the prepared data (``num_speakers: 0`` in the YAML). What
+evaluation command, :mod:`custom_modules.inference.tse_evaluation`), and
+:func:`resolve_num_speakers` sizes the speaker head from the prepared data
+(``num_speakers: 0`` in the YAML). What
 ``SpeakerExtractionBrain`` brings, each read from the recipe YAML:
 
 * **Speaker accuracy**: :func:`speaker_accuracy` of the speaker head on the

@@ -12,6 +12,7 @@ from custom_modules.audio.files import atomic_write_json, load_manifest
 from custom_modules.audio.loudness import integrated_loudness
 from custom_modules.data.datasets import CustomDirDataset, load_resampled, triplet_dataset
 from custom_modules.data.librispeech_mixtures import write_triplets
+from custom_modules.data.triplets import TripletMaker
 
 SR = 16000
 
@@ -123,7 +124,8 @@ def written_set(tmp_path):
             "speaker": speaker,
         }
     atomic_write_json(tmp_path / "speech.json", entries)
-    return write_triplets(tmp_path / "speech.json", tmp_path / "set", 5, seed=2, progress=False)
+    maker = TripletMaker.from_manifests(tmp_path / "speech.json")
+    return write_triplets(maker, tmp_path / "set", 5, seed=2, progress=False)
 
 
 def test_triplet_dataset_over_written_set(written_set):

@@ -5,6 +5,7 @@ syllable-rate envelopes and pauses, at random levels) is generated in a
 temporary folder; levels are checked with pyloudnorm itself on what is written.
 """
 
+import functools
 import hashlib
 import json
 
@@ -116,7 +117,7 @@ def prepared(tmp_path_factory):
         num_valid=4,
         num_test=4,
         seed=7,
-        tir_db_range=(-5.0, 5.0),
+        maker=functools.partial(TripletMaker.from_manifests, tir_db_range=(-5.0, 5.0)),
         save_interferer=True,
         num_workers=1,
         progress=False,
@@ -204,37 +205,41 @@ def test_csv_manifest_matches_json(prepared):
 
 def test_skip_if_done_determinism_and_regeneration(tmp_path):
     manifest = small_pool(tmp_path)
-    out = tmp_path / "set"
-    first = write_triplets(manifest, out, 6, seed=3, progress=False)
+    out, maker = tmp_path / "set", TripletMaker.from_manifests(manifest)
+    first = write_triplets(maker, out, 6, seed=3, progress=False)
     digest = set_digest(first)
     stamp = first.stat().st_mtime_ns
-    assert write_triplets(manifest, out, 6, seed=3, progress=False).stat().st_mtime_ns == stamp
+    assert write_triplets(maker, out, 6, seed=3, progress=False).stat().st_mtime_ns == stamp
     # Same seed elsewhere, with two worker processes: the same bytes.
-    other = write_triplets(manifest, tmp_path / "other", 6, seed=3, progress=False, num_workers=2)
+    other = write_triplets(maker, tmp_path / "other", 6, seed=3, progress=False, num_workers=2)
     assert set_digest(other) == digest
+    # Another option: regenerated.
+    louder = TripletMaker.from_manifests(manifest, loudness_lufs=-18.0)
+    assert write_triplets(louder, out, 6, seed=3, progress=False).stat().st_mtime_ns != stamp
+    assert set_digest(first) != digest
     # Another seed and fewer triplets: regenerated, old files removed.
-    write_triplets(manifest, out, 3, seed=4, progress=False)
+    write_triplets(maker, out, 3, seed=4, progress=False)
     assert set_digest(first) != digest
     assert len(list((out / "mix").iterdir())) == 3
     # A deleted wav makes the set incomplete: regenerated.
     victim = next((out / "targets").iterdir())
     victim.unlink()
-    write_triplets(manifest, out, 3, seed=4, progress=False)
+    write_triplets(maker, out, 3, seed=4, progress=False)
     assert victim.is_file()
 
 
 def test_longest_policy_pads_and_max_sec_caps(tmp_path):
     manifest = small_pool(tmp_path, seconds=(2.0, 1.0, 0.5, 0.7))
-    path = write_triplets(
-        manifest, tmp_path / "long", 6, seed=0, length_policy="longest", progress=False
-    )
+    longest = TripletMaker.from_manifests(manifest, length_policy="longest")
+    path = write_triplets(longest, tmp_path / "long", 6, seed=0, progress=False)
     for entry in load_manifest(path).values():
         mix, target = read(entry["mix"]), read(entry["target"])
         lengths = {k: sf.info(entry[f"{k}_file"]).frames for k in ("target", "interferer")}
         assert mix.size == max(lengths.values()) == target.size
         assert entry["target_length"] == lengths["target"]
         assert not np.any(target[lengths["target"] :])  # zero padding after the utterance
-    capped = write_triplets(manifest, tmp_path / "cap", 6, seed=0, max_sec=0.3, ref_max_sec=0.25)
+    capped = TripletMaker.from_manifests(manifest, max_sec=0.3, ref_max_sec=0.25)
+    capped = write_triplets(capped, tmp_path / "cap", 6, seed=0)
     for entry in load_manifest(capped).values():
         assert read(entry["mix"]).size <= int(0.3 * SR)
         assert read(entry["ref"]).size == int(0.25 * SR)
@@ -253,7 +258,8 @@ def test_pcm16_peak_policy_keeps_mix_consistent(tmp_path):
         sf.write(str(path), x, SR, subtype="FLOAT")
         files[f"p{i}"] = (path, "A" if i < 2 else "B")
     manifest = speech_manifest(tmp_path, files)
-    path = write_triplets(manifest, tmp_path / "pcm", 4, seed=0, subtype="PCM_16", progress=False)
+    maker = TripletMaker.from_manifests(manifest)
+    path = write_triplets(maker, tmp_path / "pcm", 4, seed=0, subtype="PCM_16", progress=False)
     entries = load_manifest(path).values()
     assert all(e["clip_gain_db"] < 0 for e in entries)
     for entry in entries:
@@ -284,15 +290,11 @@ def test_noise_option_adds_noise_at_snr(tmp_path):
     atomic_write_json(
         noise_manifest, {"n": {"path": str(noise_path), "duration": 0.5, "sr": SR, "channels": 1}}
     )
+    maker = TripletMaker.from_manifests(
+        manifest, noise_manifest=noise_manifest, snr_db_range=(5.0, 10.0)
+    )
     path = write_triplets(
-        manifest,
-        tmp_path / "noisy",
-        4,
-        seed=1,
-        noise_manifest=noise_manifest,
-        snr_db_range=(5.0, 10.0),
-        save_interferer=True,
-        progress=False,
+        maker, tmp_path / "noisy", 4, seed=1, save_interferer=True, progress=False
     )
     for entry in load_manifest(path).values():
         mix, target, interferer = (read(entry[k]) for k in ("mix", "target", "interferer"))
@@ -300,7 +302,13 @@ def test_noise_option_adds_noise_at_snr(tmp_path):
         assert 5.0 <= entry["snr_db"] <= 10.0
         assert METER.integrated_loudness(noise) == pytest.approx(-20 - entry["snr_db"], abs=0.5)
     with pytest.raises(ValueError, match="snr_db_range"):
-        write_triplets(manifest, tmp_path / "x", 1, seed=0, noise_manifest=noise_manifest)
+        TripletMaker.from_manifests(manifest, noise_manifest=noise_manifest)
+    # Without noise, the maker's snr_db_range is not used: the clean triplets of the same seed.
+    clean = write_triplets(TripletMaker.from_manifests(manifest), tmp_path / "clean", 4, seed=1)
+    unused = TripletMaker.from_manifests(manifest, snr_db_range=(5.0, 10.0))
+    assert unused.snr_db_range is None
+    same = write_triplets(unused, tmp_path / "unused", 4, seed=1)
+    assert set_digest(same) == set_digest(clean)
 
 
 def test_bad_inputs_give_clear_errors(tmp_path):
@@ -311,29 +319,34 @@ def test_bad_inputs_give_clear_errors(tmp_path):
         sf.write(str(paths[-1]), voiced(rng, 0.8, -25), SR)
     one_each = speech_manifest(tmp_path, {f"b{i}": (p, f"S{i}") for i, p in enumerate(paths)})
     with pytest.raises(ValueError, match="no speaker has two utterances"):
-        write_triplets(one_each, tmp_path / "o", 1, seed=0)
+        TripletMaker.from_manifests(one_each)
     single = speech_manifest(tmp_path, {f"b{i}": (p, "S") for i, p in enumerate(paths)})
     with pytest.raises(ValueError, match="1 speaker"):
-        write_triplets(single, tmp_path / "o", 1, seed=0)
+        TripletMaker.from_manifests(single)
     manifest = small_pool(tmp_path)
     entries = json.loads(manifest.read_text())
     del entries["u1"]["speaker"]
     atomic_write_json(tmp_path / "nospk.json", entries)
     with pytest.raises(ValueError, match="'u1' has no speaker"):
-        write_triplets(tmp_path / "nospk.json", tmp_path / "o", 1, seed=0)
+        TripletMaker.from_manifests(tmp_path / "nospk.json")
     with pytest.raises(ValueError, match="8000 Hz"):
-        write_triplets(manifest, tmp_path / "o", 1, seed=0, sr=8000)
+        TripletMaker.from_manifests(manifest, sr=8000)
     with pytest.raises(ValueError, match="length_policy"):
-        write_triplets(manifest, tmp_path / "o", 1, seed=0, length_policy="pad")
+        TripletMaker.from_manifests(manifest, length_policy="pad")
     with pytest.raises(ValueError, match="tir_db_range"):
-        write_triplets(manifest, tmp_path / "o", 1, seed=0, tir_db_range=(5, -5))
+        TripletMaker.from_manifests(manifest, tir_db_range=(5, -5))
+    with pytest.raises(ValueError, match="snr_db_range"):
+        TripletMaker.from_manifests(manifest, snr_db_range=(5, -5))
+    with pytest.raises(ValueError, match="subtype"):
+        write_triplets(TripletMaker.from_manifests(manifest), tmp_path / "o", 1, 0, subtype="MP3")
     # Silent files: bounded redraws, then an error naming files.
     silent = {}
     for i in range(4):
         silent[f"s{i}"] = (tmp_path / f"s{i}.wav", "A" if i < 2 else "B")
         sf.write(str(silent[f"s{i}"][0]), np.zeros(SR), SR)
     with pytest.raises(RuntimeError, match=r"too quiet.*s\d\.wav"):
-        write_triplets(speech_manifest(tmp_path, silent), tmp_path / "o", 1, seed=0)
+        write_triplets(TripletMaker.from_manifests(speech_manifest(tmp_path, silent)),
+                       tmp_path / "o", 1, seed=0)  # fmt: skip
     assert not (tmp_path / "o" / "manifest.json").exists()
 
 
@@ -351,7 +364,8 @@ def test_loudness_helpers():
 
 def test_on_the_fly_dataset(tmp_path):
     manifest = small_pool(tmp_path, seconds=(1.0, 1.2, 0.3, 1.5))
-    data = OnTheFlyTripletDataset(manifest, length=6, seed=5, crop_sec=0.5, rank=0)
+    maker = TripletMaker.from_manifests(manifest, max_sec=0.5, ref_max_sec=0.5)
+    data = OnTheFlyTripletDataset(maker, length=6, seed=5, rank=0)
     assert data.speakers == ["A", "B"]
     item = data[2]
     assert set(item) == {"id", "mix", "ref", "target", "target_speaker", "speaker_index"}
@@ -366,7 +380,7 @@ def test_on_the_fly_dataset(tmp_path):
     data.set_epoch(1)
     assert data[2]["id"] == "r0_e1_00000002"
     assert not any(torch.equal(data[i]["mix"], mixes[i]) for i in range(6))
-    other_rank = OnTheFlyTripletDataset(manifest, length=6, seed=5, crop_sec=0.5, rank=1)
+    other_rank = OnTheFlyTripletDataset(maker, length=6, seed=5, rank=1)
     assert not torch.equal(other_rank[2]["mix"], mixes[2])
     # Levels: every source at -20 LUFS (pure float, nothing scaled).
     for i in range(6):
@@ -375,10 +389,9 @@ def test_on_the_fly_dataset(tmp_path):
         assert integrated_loudness(item["ref"].numpy(), SR) == pytest.approx(-20, abs=0.05)
     # Renamed keys, fixed speaker classes (-1 for others), batched by SpeechBrain.
     renamed = OnTheFlyTripletDataset(
-        manifest,
+        maker,
         length=4,
         seed=5,
-        crop_sec=0.5,
         speakers=["B", "X"],
         keys={"mix": "mixture", "ref": "reference"},
     )
@@ -414,11 +427,14 @@ def test_real_speech_levels(real_audio_dir, tmp_path):
     manifest = speech_manifest(tmp_path, files)
     pool = SpeakerPool.from_manifest(manifest)
     assert len(pool.target_speakers) >= 5
-    path = write_triplets(manifest, tmp_path / "real", 8, seed=0, max_sec=4.0, progress=False)
+    maker = TripletMaker.from_manifests(manifest, max_sec=4.0)
+    path = write_triplets(maker, tmp_path / "real", 8, seed=0, progress=False)
     for entry in load_manifest(path).values():
         for kind in ("target", "ref"):
             assert METER.integrated_loudness(read(entry[kind])) == pytest.approx(-20.0, abs=0.5)
-    maker = TripletMaker(pool, max_sec=4.0, peak_limit=0.99)
-    signals, meta = maker.make(np.random.default_rng(0))
+    assert TripletMaker(pool, max_sec=4.0).describe() | {"speech_manifest": str(manifest)} == (
+        maker.describe()
+    )
+    signals, meta = maker.with_peak_limit(0.99).make(np.random.default_rng(0))
     assert np.max(np.abs(signals["mix"])) <= 0.99 + 1e-12
     assert np.allclose(signals["mix"], signals["target"] + signals["interferer"])

@@ -7,7 +7,6 @@ sets and evaluation of UNet-TCM (so that both are compared on the same work).
 """
 
 import csv
-import importlib.util
 import json
 import math
 import os
@@ -23,6 +22,7 @@ import torch
 from ruamel.yaml import YAML
 
 from custom_modules.data.recipe_data import PLAIN_CORPUS_KEYS
+from custom_modules.inference import spectral_mask_export as export
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes" / "spectral_mask"
@@ -42,15 +42,6 @@ SHARED_KEYS = (
     "noise_gain_range_db", "mixture_gain_range_db", "eval_noise_gain_range_db",
     "eval_mixture_gain_range_db", "eval_noise_weighting", "num_train_workers", *PLAIN_CORPUS_KEYS,
 )  # fmt: skip
-
-
-def load_export_module():
-    spec = importlib.util.spec_from_file_location(
-        "export_inference", RECIPE / "export_inference.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def yaml_tree(path):
@@ -81,7 +72,6 @@ def test_yamls_share_data_fixed_sets_and_evaluation_with_unet_tcm(ours, theirs):
 
 
 def test_inference_yaml_defaults_are_the_cpu_configuration():
-    export = load_export_module()
     copied = export.inference_overrides(RECIPE / "hparams" / "train_cpu.yaml")
     inference = yaml_tree(RECIPE / "hparams" / "inference.yaml")
     assert {"n_fft", "win_length", "hop_length", "rnn_size", "conv_channels"} <= set(copied)
@@ -90,7 +80,6 @@ def test_inference_yaml_defaults_are_the_cpu_configuration():
 
 
 def test_export_reports_missing_keys_and_checkpoints(tmp_path, capsys):
-    export = load_export_module()
     run = tmp_path / "run"
     (run / "save").mkdir(parents=True)
     full = (RECIPE / "hparams" / "train_cpu.yaml").read_text(encoding="utf-8")
@@ -136,7 +125,7 @@ def trained_run(tmp_path_factory):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    out = load_export_module().export_inference(run, root / "inference")
+    out = export.export_inference(run, root / "inference")
     return {"run": run, "inference": out, "root": root}
 
 

@@ -1,5 +1,6 @@
 """SpEx+ recipe tools: ``test.py -t`` on a generated custom directory, chunked
-evaluation and the inference CLI (``recipes/spex_plus``).
+evaluation and the inference CLI (``recipes/spex_plus/test.py`` and ``infer.py``, thin
+commands of ``custom_modules.inference.tse_evaluation`` and ``.speaker_extraction``).
 
 The training recipe itself runs in the recipe harness (tests/recipes). Here a
 run folder is made directly from the CPU YAML, as ``train.py`` leaves it
@@ -12,7 +13,6 @@ weights.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import os
 import subprocess
@@ -29,6 +29,7 @@ from hyperpyyaml import resolve_references
 from custom_modules.data.datasets import load_resampled
 from custom_modules.evaluation.metrics import si_snr
 from custom_modules.inference import speaker_extraction as extraction
+from custom_modules.inference import tse_evaluation
 from custom_modules.training.experiment import load_hparams
 from custom_modules.training.tse import SpexPlusBrain, resolve_num_speakers
 
@@ -40,16 +41,6 @@ RECIPE = ROOT / "recipes" / "spex_plus"
 CPU_YAML = RECIPE / "hparams" / "spex_plus_cpu.yaml"
 SR = 16000
 NUM_SPEAKERS = 3
-
-
-def _load(name):
-    """A recipe command-line script as a module with a unique name (other recipes have one too)."""
-    unique = f"spex_plus_{name}"
-    if unique not in sys.modules:
-        spec = importlib.util.spec_from_file_location(unique, RECIPE / f"{name}.py")
-        sys.modules[unique] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[unique])
-    return sys.modules[unique]
 
 
 def voice(rng, seconds, f0, sr=SR):
@@ -121,6 +112,7 @@ def best_model(run_folder):
 
 
 def run_script(script, *args):
+    """A recipe script in a subprocess, the project importable as with ``pip install -e .``."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     cmd = [sys.executable, str(RECIPE / script), *map(str, args)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
@@ -187,16 +179,17 @@ def test_test_py_scores_a_custom_dir_with_the_best_checkpoint(run_folder, tmp_pa
     assert not (folder / "custom_test").exists()
 
 
-def test_test_py_refuses_missing_targets_and_unknown_runs(run_folder, tmp_path):
+def test_test_py_refuses_missing_targets_and_unknown_runs(run_folder, tmp_path, capsys):
     folder, _ = run_folder
-    test_module = _load("test")
     custom = make_custom_dir(tmp_path / "no_targets", with_targets=False)
     with pytest.raises(FileNotFoundError, match="targets.*infer.py"):
-        test_module.main([str(CPU_YAML), "-t", str(custom), "--output_folder", str(folder)])
+        tse_evaluation.main([str(CPU_YAML), "-t", str(custom), "--output_folder", str(folder)])
+    unknown = [str(CPU_YAML), "-t", str(custom), "--output_folder", str(tmp_path / "none")]
     with pytest.raises(FileNotFoundError, match="not the output folder of a training run"):
-        test_module.main(
-            [str(CPU_YAML), "-t", str(custom), "--output_folder", str(tmp_path / "none")]
-        )
+        tse_evaluation.main(unknown)
+    # The command line says it in one line.
+    assert tse_evaluation.cli(unknown) == 1
+    assert "error: " in capsys.readouterr().err
 
 
 def test_chunked_extraction(run_folder):
@@ -257,16 +250,15 @@ def test_infer_cli_resamples_and_matches_the_model(run_folder, tmp_path):
 
 def test_infer_errors_are_clear(run_folder, tmp_path, capsys):
     folder, _ = run_folder
-    infer = _load("infer")
     mix_path, short_ref = tmp_path / "mix.wav", tmp_path / "short.wav"
     sf.write(str(mix_path), voice(np.random.default_rng(3), 0.5, 150), SR)
     sf.write(str(short_ref), np.zeros(100, dtype=np.float32), SR)
     common = ["--run", str(folder), "--mix", str(mix_path), "--out", str(tmp_path / "o.wav")]
-    assert infer.main([*common, "--ref", str(short_ref)]) == 1
+    assert extraction.main([*common, "--ref", str(short_ref)]) == 1
     assert "reference has 100 samples" in capsys.readouterr().err
-    assert infer.main([*common, "--ref", str(tmp_path / "missing.wav")]) == 1
+    assert extraction.main([*common, "--ref", str(tmp_path / "missing.wav")]) == 1
     assert "missing.wav" in capsys.readouterr().err
     assert not (tmp_path / "o.wav").exists()
-    assert infer.main(["--run", str(tmp_path), "--mix", str(mix_path), "--ref", str(mix_path),
-                       "--out", str(tmp_path / "o.wav")]) == 1  # fmt: skip
+    assert extraction.main(["--run", str(tmp_path), "--mix", str(mix_path), "--ref", str(mix_path),
+                            "--out", str(tmp_path / "o.wav")]) == 1  # fmt: skip
     assert "hyperparams.yaml" in capsys.readouterr().err

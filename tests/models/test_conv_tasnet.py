@@ -1,5 +1,6 @@
 """Conv-TasNet model, separation metrics (BSS Eval SDR, PIT scores) and separation data."""
 
+import functools
 import json
 import math
 
@@ -16,6 +17,7 @@ from custom_modules.data.separation_data import (
     prepare_separation_data,
     whole_utterance_dataset,
 )
+from custom_modules.data.triplets import TripletMaker
 from custom_modules.evaluation.bss_eval import best_permutation, bss_sdr, separation_scores
 from custom_modules.evaluation.metrics import MetricError, si_snr
 from custom_modules.models.conv_tasnet import ConvTasNet
@@ -346,12 +348,10 @@ def test_prepared_8khz_sets_sum_to_the_mixture(real_audio_dir, tmp_path):
         "num_test_examples": 2,
         "data_seed": 7,
         "sample_rate": 8000,
-        "loudness_lufs": -20.0,
-        "tir_db_range": [-5.0, 5.0],
-        "length_policy": "shortest",
-        "max_mixture_sec": None,
+        "triplet_maker": functools.partial(
+            TripletMaker.from_manifests, sr=8000, tir_db_range=[-5.0, 5.0]
+        ),
         "noise": False,
-        "snr_db_range": [5.0, 15.0],
         "prep_workers": 1,
     }
     manifests = prepare_separation_data(hparams)

@@ -14,6 +14,7 @@ Everything runs on tiny synthetic "speech" (harmonic voices) and tiny models.
 from __future__ import annotations
 
 import csv
+import functools
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -29,6 +30,7 @@ from speechbrain.dataio.dataset import DynamicItemDataset
 from custom_modules.audio.files import load_manifest, read_json
 from custom_modules.data.datasets import CustomDirDataset, OnTheFlyTripletDataset
 from custom_modules.data.librispeech_mixtures import prepare_speech_splits, write_triplets
+from custom_modules.data.triplets import TripletMaker
 from custom_modules.data.tse_data import (
     TirCurriculum,
     check_train_mode,
@@ -123,9 +125,9 @@ def test_plain_triplets_reference_another_utterance_of_the_target(plain_corpus, 
     paths = prepare_speech_splits(plain_corpus, tmp_path / "speech", valid_ratio=0.2,
                                   test_ratio=0.2, seed=3, num_workers=1)  # fmt: skip
     speech = load_manifest(paths["train"])
-    written = write_triplets(paths["train"], tmp_path / "triplets", num_triplets=10, seed=1,
-                             max_sec=0.5, ref_max_sec=0.6, progress=False)  # fmt: skip
-    onthefly = OnTheFlyTripletDataset(paths["train"], length=10, seed=2, crop_sec=0.5)
+    maker = TripletMaker.from_manifests(paths["train"], max_sec=0.5, ref_max_sec=0.6)
+    written = write_triplets(maker, tmp_path / "triplets", num_triplets=10, seed=1, progress=False)
+    onthefly = OnTheFlyTripletDataset(maker, length=10, seed=2)
     drawn = [onthefly.maker.make(np.random.default_rng(i))[1] for i in range(10)]
     for meta in [*load_manifest(written).values(), *drawn]:
         assert meta["ref_id"] != meta["target_id"]
@@ -140,9 +142,9 @@ def tse_hparams(data_folder, prep_folder, **overrides):
         "data_folder": str(data_folder), "prep_folder": str(prep_folder), "skip_prep": False,
         "librispeech_splits": ["train-clean-100", "dev-clean", "test-clean"],
         "valid_ratio": 0.2, "test_ratio": 0.2, "split_seed": 3, "sample_rate": SR,
-        "add_noise": False, "snr_db_range": [5.0, 15.0], "loudness_lufs": -20.0,
-        "tir_db_range": [0.0, 0.0], "length_policy": "shortest", "crop_sec": 0.5,
-        "eval_crop_sec": 0.6, "ref_crop_sec": 0.5, "train_mode": "onthefly",
+        "add_noise": False, "crop_sec": 0.5, "eval_crop_sec": 0.6, "train_mode": "onthefly",
+        "triplet_maker": functools.partial(TripletMaker.from_manifests, ref_max_sec=0.5,
+                                           snr_db_range=[5.0, 15.0]),
         "num_train_triplets": 4, "train_set_seed": 1, "num_valid_examples": 2,
         "num_test_examples": 2, "valid_set_seed": 2, "test_set_seed": 3, "prep_workers": 1,
         "seed": 0, "tir_curriculum_fraction": 0.0,
@@ -203,7 +205,8 @@ class FakeCounter:
 def test_tir_curriculum_is_applied_to_the_onthefly_set(plain_corpus, tmp_path):
     paths = prepare_speech_splits(plain_corpus, tmp_path / "speech", valid_ratio=0.2,
                                   test_ratio=0.2, seed=3, num_workers=1)  # fmt: skip
-    dataset = OnTheFlyTripletDataset(paths["train"], length=4, crop_sec=0.5)
+    maker = TripletMaker.from_manifests(paths["train"], max_sec=0.5, ref_max_sec=0.5)
+    dataset = OnTheFlyTripletDataset(maker, length=4)
     hparams = SimpleNamespace(tir_curriculum_start=[5.0, 10.0], tir_db_range=[0.0, 0.0],
                               tir_curriculum_fraction=0.5, train_batches_per_epoch=4)  # fmt: skip
     brain = SimpleNamespace(hparams=hparams, onthefly_dataset=dataset, step=0)
