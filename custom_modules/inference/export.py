@@ -167,7 +167,8 @@ def _read_tree(path: Path):
 
 def interface_of(hparams, override=None, source="hyperparams.yaml") -> str:
     """The run's ``pretrained_interface`` (or ``override``), checked against :data:`INTERFACES`."""
-    name = override or hparams.get("pretrained_interface")
+    recorded = hparams["pretrained_interface"] if "pretrained_interface" in hparams else None
+    name = override or recorded
     if not name:
         raise ExportError(
             f"{source}: no pretrained_interface (a run made before the key existed?); "

@@ -380,3 +380,78 @@ def test_pretrained_folder_reproduces_the_recipe_in_a_fresh_process(recipe, demo
             _check_separation(item)
         else:
             _check_enhancement(item)
+
+
+# ---- the command lines take --model <pretrained folder> as well as --run --------------------
+
+
+@pytest.fixture(scope="module")
+def pretrained_unet(unet_tcm_cpu_demo_run, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pretrained") / "unet_tcm"
+    export_pretrained(unet_tcm_cpu_demo_run, folder)
+    return folder
+
+
+def _tone_and_noise(path, seconds=2.5, sr=16000):
+    rng = np.random.default_rng(5)
+    t = np.arange(int(seconds * sr)) / sr
+    samples = 0.2 * np.sin(2 * np.pi * 330 * t) + 0.05 * rng.standard_normal(t.size)
+    sf.write(path, samples.astype(np.float32), sr, subtype="FLOAT")
+    return path
+
+
+@pytest.mark.slow
+def test_enhance_and_streaming_clis_take_a_pretrained_folder(
+    unet_tcm_cpu_demo_run, pretrained_unet, tmp_path
+):
+    from custom_modules.inference.enhance import main as enhance_main
+    from custom_modules.streaming.__main__ import main as stream_main
+
+    noisy = _tone_and_noise(tmp_path / "noisy.wav")
+    outputs = {}
+    for option, source in (("--run", unet_tcm_cpu_demo_run), ("--model", pretrained_unet)):
+        folder = tmp_path / option.strip("-")
+        argv = [option, str(source), "--input", str(noisy)]
+        assert enhance_main([*argv, "--output", str(folder / "offline")]) == 0
+        assert stream_main([*argv, "--output", str(folder / "streamed.wav")]) == 0
+        outputs[option] = (
+            sf.read(folder / "offline" / "noisy.wav")[0],
+            sf.read(folder / "streamed.wav")[0],
+        )
+    for by_run, by_model in zip(outputs["--run"], outputs["--model"], strict=True):
+        assert np.abs(by_run).max() > 1e-3
+        np.testing.assert_array_equal(by_model, by_run)
+
+
+def _tiny_separation_folder(folder: Path) -> Path:
+    """A pretrained folder of a tiny (untrained) Conv-TasNet, written by hand."""
+    tree = YAML().load(
+        "sample_rate: 8000\nmodel: !new:custom_modules.models.conv_tasnet.ConvTasNet "
+        "{N: 8, L: 8, B: 4, H: 8, P: 3, X: 1, R: 1, num_sources: 2}\n"
+    )
+    folder.mkdir()
+    (folder / "hyperparams.yaml").write_text(inference_yaml(tree, "separation", num_sources=2))
+    from custom_modules.models.conv_tasnet import ConvTasNet
+
+    model = ConvTasNet(N=8, L=8, B=4, H=8, P=3, X=1, R=1, num_sources=2)
+    torch.save(model.state_dict(), folder / "model.ckpt")
+    return folder
+
+
+def test_clis_refuse_a_pretrained_folder_of_another_kind(tmp_path, capsys):
+    from custom_modules.inference.enhance import main as enhance_main
+    from custom_modules.streaming.__main__ import main as stream_main
+    from custom_modules.streaming.export import main as onnx_main
+
+    folder = _tiny_separation_folder(tmp_path / "separation")
+    separator = load_pretrained(folder)
+    assert separator.separate_batch(torch.zeros(1, 1001)).shape == (1, 1001, 2)
+    noisy = _tone_and_noise(tmp_path / "noisy.wav", sr=8000)
+    argv = ["--model", str(folder), "--input", str(noisy)]
+    assert enhance_main([*argv, "--output", str(tmp_path / "out")]) == 1
+    assert "WaveformSeparation model, not an enhancement one" in capsys.readouterr().err
+    assert stream_main([*argv, "--output", str(tmp_path / "s.wav")]) == 1
+    assert "not a streamable UNet-TCM" in capsys.readouterr().err
+    assert onnx_main(["--model", str(folder), "--out", str(tmp_path / "m.onnx")]) == 2
+    assert "not a streamable UNet-TCM" in capsys.readouterr().err
+    assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "s.wav").exists()
