@@ -468,10 +468,10 @@ def export_pretrained(run_folder, out, interface=None, checkpoint_key=None, over
     if tree is None:
         raise RunFolderError(f"{run_folder}: no {HPARAMS_FILE} (not the output folder of a run?)")
     kind = interface_of(tree, interface, source=str(run_folder / HPARAMS_FILE))
+    if out == run_folder or out in run_folder.parents:
+        raise ExportError(f"{out}: --out holds the run folder {run_folder}; choose another folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out}: folder exists and is not empty (--overwrite replaces it)")
-    if out == run_folder:
-        raise ExportError(f"{out}: --out is the run folder itself; choose another folder")
     run = load_run(run_folder, device="cpu", checkpoint_key=checkpoint_key)
     state = {k: v.detach().cpu() for k, v in run.model.state_dict().items()}
     header = (

@@ -159,6 +159,10 @@ def test_export_errors_are_one_line_and_write_nothing(tmp_path, capsys):
     assert "no checkpoint" in err and not out.exists()
     assert export.main(["--run", str(tmp_path / "nowhere"), "--out", str(out)]) == 1
     assert "no hyperparams.yaml" in capsys.readouterr().err
+    for holder in (run, tmp_path):  # never replaced, not even with --overwrite
+        assert export.main(["--run", str(run), "--out", str(holder), "--overwrite"]) == 1
+        assert "holds the run folder" in capsys.readouterr().err
+    assert (run / "hyperparams.yaml").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no temporary folder left
 
 
