@@ -166,6 +166,53 @@ def atomic_write_bytes(path, data: bytes) -> None:
         raise
 
 
+@contextmanager
+def atomic_folder(path, overwrite: bool = False):
+    """Fill a temporary sibling folder, then move it to ``path`` in one rename.
+
+    Yields the temporary folder (a ``Path``). When the block raises, the
+    temporary folder is removed and ``path`` is left as it was. An existing
+    non-empty ``path`` is an error unless ``overwrite``: then it is replaced
+    (moved aside, the new folder renamed into place, the old one deleted).
+
+    Example
+    -------
+    >>> root = Path(tempfile.mkdtemp())
+    >>> with atomic_folder(root / "out") as tmp:
+    ...     _ = (tmp / "a.txt").write_text("a")
+    >>> sorted(p.name for p in (root / "out").iterdir()), sorted(p.name for p in root.iterdir())
+    (['a.txt'], ['out'])
+    """
+    import shutil
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"{path}: exists and is not a folder")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise FileExistsError(f"{path}: folder exists and is not empty (overwrite it explicitly)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    os.chmod(tmp, 0o777 & ~_current_umask())
+    try:
+        yield tmp
+        if path.exists():
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+            os.rename(path, old / "replaced")
+            os.rename(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _current_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 def atomic_write_text(path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))

@@ -4,10 +4,13 @@ Usage::
 
     python -m custom_modules.enhance --run results/unet_tcm_cpu/1234 \\
         --input noisy.wav|noisy_folder/ --output enhanced/
+    python -m custom_modules.enhance --model pretrained/unet_tcm --input ... --output ...
 
-* Model: the best checkpoint of the run folder by the recipe's
+* Model: ``--run``: the best checkpoint of the run folder by the recipe's
   ``checkpoint_key`` (see :mod:`custom_modules.inference.run_loading` for what is
-  loaded and which recipes are supported).
+  loaded and which recipes are supported); ``--model``: a pretrained folder
+  (``python -m custom_modules.export``) of an enhancement model, run through its
+  SpeechBrain interface's ``enhance_batch`` (so spectral masking works too).
 * Inputs: one audio file, or every ``.wav``/``.flac`` file under a folder
   (recursively; names starting with ``.`` are skipped, they are temporary
   files of interrupted writes; so is the output folder if it lies inside the
@@ -42,15 +45,6 @@ Usage::
     speech with the ``unet_cpu.yaml`` architecture (random weights), chunked
     and whole-file outputs agree to 50 dB SNR with the default 1 s overlap
     and to float precision with 2 s.
-  - The non-causal Denoising WaveNet (``DenoisingWaveNet``) has a
-    ``lookahead`` too: half its receptive field, in the future and in the
-    past. The same late ramp then gives the later chunk
-    ``overlap - lookahead - 20 ms`` of past, which covers that half whenever
-    ``overlap >= 2 * lookahead + 20 ms`` (0.40 s with ``wavenet.yaml``, 0.15 s
-    with ``wavenet_cpu.yaml``): chunked output equals whole-file output to
-    float precision with the default 1 s overlap. Inside each chunk the
-    model itself slides fixed-size fragments (bounded memory, see
-    :mod:`custom_modules.models.denoising_wavenet`).
 
 * No clipping: the enhanced signal is first written as float32 to an
   anonymous temporary file next to the output, then converted to PCM; if its
@@ -67,9 +61,9 @@ Usage::
   checked to be writable. Errors that stop everything (no input, unwritable
   output, a run folder that cannot be loaded) are one line, ``error: ...``,
   exit status 1; ``--verbose`` shows the traceback.
-* Security: ``--run`` executes the run's ``hyperparams.yaml`` (HyperPyYAML
+* Security: ``--run`` and ``--model`` execute the folder's ``hyperparams.yaml`` (HyperPyYAML
   constructs arbitrary objects, see :mod:`custom_modules.inference.run_loading`): use
-  only run folders you trust.
+  only folders you trust.
 """
 
 from __future__ import annotations
@@ -121,6 +115,17 @@ def model_processor(model, device="cpu"):
         with torch.inference_mode():
             waveform = torch.from_numpy(samples).to(device).unsqueeze(0)
             return model(waveform)[0].float().cpu().numpy()
+
+    return process
+
+
+def interface_processor(interface):
+    """Wrap a SpeechBrain enhancement interface's ``enhance_batch`` as array -> array."""
+
+    def process(samples: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            waveform = torch.from_numpy(samples).unsqueeze(0)
+            return interface.enhance_batch(waveform, lengths=torch.ones(1))[0].float().cpu().numpy()
 
     return process
 
@@ -213,9 +218,8 @@ def enhance_file(
     hop_multiple : int
         Chunk hops are rounded down to a multiple of this (the model's STFT hop).
     lookahead : int, optional
-        For models with a finite lookahead (causal UNet-TCM, the non-causal
-        WaveNet), that lookahead in samples: the crossfade becomes a 20 ms ramp
-        placed late in the overlap (:func:`crossfade_windows`).
+        For causal models, their lookahead in samples: the crossfade becomes a
+        20 ms ramp placed late in the overlap (:func:`crossfade_windows`).
 
     Returns
     -------
@@ -328,12 +332,15 @@ def build_parser() -> argparse.ArgumentParser:
     """Command-line options (``--help``)."""
     parser = argparse.ArgumentParser(
         prog="python -m custom_modules.enhance",
-        description="Enhance audio files with the best checkpoint of a training run. "
+        description="Enhance audio files with the best checkpoint of a training run, or a "
+        "pretrained folder (python -m custom_modules.export). "
         "Inputs at any rate are resampled to the model rate (16 kHz); multichannel "
         "files: channel 0. Outputs: 16-bit PCM WAV at the model rate, scaled down "
         "(never clipped) when the peak exceeds full scale.",
     )
-    parser.add_argument("--run", required=True, help="output folder of a training run")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", help="output folder of a training run")
+    source.add_argument("--model", help="pretrained folder (python -m custom_modules.export)")
     parser.add_argument("--input", required=True, help="audio file, or folder (recursive)")
     parser.add_argument("--output", required=True, help="folder for the enhanced WAVs")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
@@ -344,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num_threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument(
         "--checkpoint_key",
-        help="meta key whose highest value picks the checkpoint "
+        help="with --run: meta key whose highest value picks the checkpoint "
         "(default: the recipe's checkpoint_key)",
     )
     parser.add_argument(
@@ -365,10 +372,38 @@ def check_writable_folder(folder) -> None:
         raise OSError(f"{folder}: output folder not writable ({err.strerror or err})") from err
 
 
+def load_enhancer(args):
+    """``(network, sample rate, description, process)`` of ``--run`` or ``--model``."""
+    from custom_modules.inference.pretrained import (
+        PretrainedFolderError,
+        load_pretrained,
+        network_of,
+    )
+    from custom_modules.inference.run_loading import load_run
+
+    if args.run:
+        run = load_run(args.run, device=args.device, checkpoint_key=args.checkpoint_key)
+        return run.model, run.sample_rate, run.describe(), model_processor(run.model, args.device)
+    interface = load_pretrained(args.model, device=args.device)
+    if not hasattr(interface, "enhance_batch"):
+        raise PretrainedFolderError(
+            f"{args.model}: a {type(interface).__name__} model, not an enhancement one "
+            "(use its own interface, see the folder's README.md)"
+        )
+    description = f"{args.model} ({type(interface).__module__}.{type(interface).__name__})"
+    return (
+        network_of(interface),
+        int(interface.hparams.sample_rate),
+        description,
+        interface_processor(interface),
+    )
+
+
 def main(argv=None) -> int:
     """Run the command line; returns the exit status (0, or 1 if anything failed)."""
     # Imported here so that ``--help`` and argument errors answer without loading SpeechBrain.
-    from custom_modules.inference.run_loading import RunFolderError, load_run
+    from custom_modules.inference.pretrained import PretrainedFolderError
+    from custom_modules.inference.run_loading import RunFolderError
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -381,13 +416,15 @@ def main(argv=None) -> int:
     try:
         jobs = list_jobs(args.input, args.output)
         check_writable_folder(args.output)  # before the (slow) model load
-        run = load_run(args.run, device=args.device, checkpoint_key=args.checkpoint_key)
-    except (RunFolderError, OSError, ValueError) as err:
+        if args.checkpoint_key and args.model:
+            raise ValueError("--checkpoint_key applies to --run only")
+        model, sample_rate, description, process = load_enhancer(args)
+    except (RunFolderError, PretrainedFolderError, OSError, ValueError) as err:
         if args.verbose:
             traceback.print_exception(err)
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 1
-    memory = model_memory_seconds(run.model, run.sample_rate)
+    memory = model_memory_seconds(model, sample_rate)
     if memory > args.overlap_sec:
         # The running level remembers further back than the overlap: widen it (and the
         # chunks) so chunked output still equals whole-file output.
@@ -397,22 +434,23 @@ def main(argv=None) -> int:
         )
         args.overlap_sec = memory
         args.chunk_sec = max(args.chunk_sec, 3 * memory)
-    hop_multiple = int(getattr(run.model, "hop_length", 1))
-    lookahead = getattr(run.model, "lookahead", None)
+    hop_multiple = int(getattr(model, "hop_length", 1))
+    lookahead = getattr(model, "lookahead", None)
     fade = "full-length crossfade" if lookahead is None else "late 20 ms ramp (lookahead)"
-    print(f"Model: {run.describe()}")
+    print(f"Model: {description}")
     print(
         f"{len(jobs)} file(s); chunks of {args.chunk_sec:g} s overlapping by "
         f"{args.overlap_sec:g} s ({fade}), device {args.device}, "
         f"{torch.get_num_threads()} thread(s)"
     )
-    process = model_processor(run.model, args.device)
     try:
-        check_waveform_model(process, run.sample_rate)
+        check_waveform_model(process, sample_rate)
     except ValueError as err:
         print(
-            f"error: {args.run}: {err} (supported: recipes whose modules.model maps "
-            "(batch, samples) to (batch, samples), e.g. unet_tcm, dcunet, denoising_wavenet)",
+            f"error: {args.run or args.model}: {err} (supported: recipes whose modules.model "
+            "maps (batch, samples) to (batch, samples), e.g. unet_tcm, dcunet, "
+            "denoising_wavenet, and pretrained "
+            "folders of enhancement models)",
             file=sys.stderr,
         )
         return 1
@@ -428,7 +466,7 @@ def main(argv=None) -> int:
                 process,
                 source,
                 target,
-                sample_rate=run.sample_rate,
+                sample_rate=sample_rate,
                 chunk_sec=args.chunk_sec,
                 overlap_sec=args.overlap_sec,
                 hop_multiple=hop_multiple,
@@ -440,7 +478,7 @@ def main(argv=None) -> int:
             print(f"FAILED {source}: {err}", file=sys.stderr)
             failures.append(source)
             continue
-        print(report.describe(run.sample_rate), flush=True)
+        print(report.describe(sample_rate), flush=True)
         total_audio += report.duration
         total_seconds += report.seconds
     done = len(jobs) - len(failures) - skipped

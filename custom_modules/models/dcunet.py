@@ -330,6 +330,9 @@ class DCUNet(nn.Module):
     True
     """
 
+    # Non-causal: centred STFT frames and time kernels that look both ways (model cards say so).
+    causal = False
+
     def __init__(
         self,
         architecture="DCUNet-10",

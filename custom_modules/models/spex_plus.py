@@ -103,6 +103,9 @@ class SpexPlus(nn.Module):
     ((2, 3, 1001), (2, 5), (2, 12))
     """
 
+    # Non-causal: dilated TCN convolutions over past and future frames, gLN (model cards say so).
+    causal = False
+
     def __init__(self, num_speakers=0, num_filters=256, kernel_sizes=(40, 160, 320), stride=None,
                  bottleneck_channels=256, hidden_channels=512, embedding_dim=256,
                  speaker_hidden_channels=256, speaker_block_channels=(256, 512, 512),

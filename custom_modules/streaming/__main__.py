@@ -10,10 +10,11 @@ Usage::
         python -m custom_modules.streaming --onnx model.onnx --input - --output - | \\
         aplay -f S16_LE -r 16000 -c 1 -t raw
 
-* Model: ``--run`` (best checkpoint of a training run; ``--backend eager``,
-  ``onnx`` (exported in memory) or ``native`` (compiled C, the fastest; needs a
-  C compiler on first use)) or ``--onnx`` (a file written by
-  ``python -m custom_modules.streaming.export``).
+* Model: ``--run`` (best checkpoint of a training run) or ``--model`` (a
+  pretrained folder written by ``python -m custom_modules.export``), each with
+  ``--backend eager``, ``onnx`` (exported in memory) or ``native`` (compiled C,
+  the fastest; needs a C compiler on first use); or ``--onnx`` (a file written
+  by ``python -m custom_modules.streaming.export``).
 * Every input chunk (``chunk_size`` = 160 samples = 10 ms) is enhanced as soon
   as it is read, and written at once. Raw PCM output is the real-time stream:
   delayed by ``latency_samples`` (159) and followed by that many samples of
@@ -37,8 +38,8 @@ Usage::
 * Errors (missing input, unwritable output, a run folder that cannot be
   loaded, bad options) are one line, ``error: ...``, exit status 1, and are
   checked before the model is loaded where possible; ``--verbose`` shows the
-  traceback. ``--run`` executes the run's ``hyperparams.yaml`` (HyperPyYAML
-  constructs arbitrary objects): use only run folders you trust.
+  traceback. ``--run`` and ``--model`` execute the folder's ``hyperparams.yaml``
+  (HyperPyYAML constructs arbitrary objects): use only folders you trust.
 * Printed to stderr: the model, the latency, and per-chunk processing time
   (median, p99, max) and the real-time factor.
 """
@@ -196,6 +197,8 @@ def stream(enhancer: StreamingEnhancer, chunks, sink, align: bool) -> dict:
 def build_enhancer(args) -> StreamingEnhancer:
     if args.onnx:
         return StreamingEnhancer.from_onnx(args.onnx)
+    if args.model:
+        return StreamingEnhancer.from_pretrained(args.model, backend=args.backend)
     return StreamingEnhancer.from_run(args.run, backend=args.backend)
 
 
@@ -204,8 +207,11 @@ def main(argv=None, stdin=None, stdout=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     model = parser.add_mutually_exclusive_group(required=True)
     model.add_argument("--run", help="training run folder (best checkpoint)")
+    model.add_argument("--model", help="pretrained folder (python -m custom_modules.export)")
     model.add_argument("--onnx", help="model exported by custom_modules.streaming.export")
-    parser.add_argument("--backend", choices=BACKENDS, default="eager", help="with --run")
+    parser.add_argument(
+        "--backend", choices=BACKENDS, default="eager", help="with --run or --model"
+    )
     parser.add_argument(
         "--input", required=True, help="audio file, or - for raw s16le PCM on stdin"
     )

@@ -125,7 +125,7 @@ class TorchStepRunner:
 class StreamingEnhancer:
     """Chunk-by-chunk UNet-TCM enhancement with a fixed latency.
 
-    Build it with ``from_model``, ``from_run`` or ``from_onnx``; the
+    Build it with ``from_model``, ``from_run``, ``from_pretrained`` or ``from_onnx``; the
     constructor takes the parts.
 
     Arguments
@@ -223,6 +223,26 @@ class StreamingEnhancer:
 
         loaded = load_run(run_folder, device="cpu", checkpoint_key=checkpoint_key)
         return cls.from_model(loaded.model, backend=backend, sample_rate=loaded.sample_rate)
+
+    @classmethod
+    def from_pretrained(cls, folder, backend: str = "eager"):
+        """Load a pretrained folder (``python -m custom_modules.export``) of a UNet-TCM."""
+        from custom_modules.inference.pretrained import (
+            PretrainedFolderError,
+            load_pretrained,
+            network_of,
+        )
+
+        interface = load_pretrained(folder, device="cpu")
+        model = network_of(interface)
+        if not hasattr(model, "engine"):
+            raise PretrainedFolderError(
+                f"{folder}: a {type(model).__name__}, not a streamable UNet-TCM "
+                "(ComplexSpectralMapping)"
+            )
+        return cls.from_model(
+            model, backend=backend, sample_rate=int(interface.hparams.sample_rate)
+        )
 
     @classmethod
     def from_onnx(cls, source):

@@ -3,19 +3,21 @@
 Usage::
 
     python -m custom_modules.streaming.export --run <output folder> --out model.onnx
+    python -m custom_modules.streaming.export --model <pretrained folder> --out model.onnx
 
 The run's best checkpoint (by the recipe's ``checkpoint_key``, loaded with
-``custom_modules.inference.run_loading``) is converted to the one-frame step of
-``fused.py`` and exported with explicit state (the model's inputs, outputs and
-metadata: :mod:`custom_modules.streaming.onnx_step`).
+``custom_modules.inference.run_loading``), or the network of a pretrained folder
+(``python -m custom_modules.export``), is converted to the one-frame step of
+``fused.py`` and exported with explicit state by PyTorch's dynamo-based exporter
+(the model's inputs, outputs and metadata: :mod:`custom_modules.streaming.onnx_step`).
 After writing, the export is checked against PyTorch on ``--verify_frames``
 chunks of a random signal, chunk by chunk, and the largest difference is
 printed (exit status 1 above ``--tolerance``).
 
 Errors (a run folder that cannot be loaded, an unwritable ``--out``, checked
 before the model is loaded) are one line with exit status 2; ``--verbose``
-shows the traceback. ``--run`` executes the run's ``hyperparams.yaml``
-(HyperPyYAML constructs arbitrary objects): export only runs you trust.
+shows the traceback. ``--run`` and ``--model`` execute the folder's ``hyperparams.yaml``
+(HyperPyYAML constructs arbitrary objects): export only folders you trust.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import traceback
 import numpy as np
 
 from custom_modules.audio.files import atomic_write_bytes, check_writable_output
+from custom_modules.inference.pretrained import load_pretrained, network_of
 from custom_modules.inference.run_loading import load_run
 from custom_modules.streaming.engine import StreamingEnhancer
 from custom_modules.streaming.onnx_step import export_model
@@ -52,12 +55,12 @@ def compare_backends(model, onnx_source, num_frames: int = 200, seed: int = 0) -
 def main(argv=None) -> int:
     """Command line: export a run's best checkpoint, then verify it."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--run", required=True, help="recipe output folder (hyperparams.yaml, save/)"
-    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", help="recipe output folder (hyperparams.yaml, save/)")
+    source.add_argument("--model", help="pretrained folder (python -m custom_modules.export)")
     parser.add_argument("--out", required=True, help="ONNX file to write")
     parser.add_argument(
-        "--checkpoint_key", default=None, help="default: the recipe's checkpoint_key"
+        "--checkpoint_key", default=None, help="with --run; default: the recipe's checkpoint_key"
     )
     parser.add_argument("--verify_frames", type=int, default=200, help="0 skips the check")
     parser.add_argument("--tolerance", type=float, default=1e-4)
@@ -72,16 +75,28 @@ def main(argv=None) -> int:
 
     try:
         check_writable_output(args.out)  # before the model is loaded
-        loaded = load_run(args.run, device="cpu", checkpoint_key=args.checkpoint_key)
-    except (OSError, ValueError) as err:  # RunFolderError is a ValueError
+        if args.run:
+            loaded = load_run(args.run, device="cpu", checkpoint_key=args.checkpoint_key)
+            model, sample_rate, description = loaded.model, loaded.sample_rate, loaded.describe()
+        else:
+            interface = load_pretrained(args.model, device="cpu")
+            model, sample_rate = network_of(interface), int(interface.hparams.sample_rate)
+            description = args.model
+    except (OSError, ValueError) as err:  # RunFolderError, PretrainedFolderError: ValueErrors
         return fail(err)
-    model = loaded.model
+    if not hasattr(model, "engine"):
+        return fail(
+            ValueError(
+                f"{args.run or args.model}: a {type(model).__name__}, not a streamable "
+                "UNet-TCM (ComplexSpectralMapping)"
+            )
+        )
     try:
-        proto_bytes = export_model(model, loaded.sample_rate)
+        proto_bytes = export_model(model, sample_rate)
         atomic_write_bytes(args.out, proto_bytes)
     except (OSError, ValueError, TypeError) as err:
         return fail(err)
-    print(f"exported {loaded.describe()} -> {args.out} ({len(proto_bytes) / 1e6:.1f} MB)")
+    print(f"exported {description} -> {args.out} ({len(proto_bytes) / 1e6:.1f} MB)")
     if args.verify_frames > 0:
         worst = compare_backends(model, proto_bytes, num_frames=args.verify_frames)
         verdict = "OK" if worst <= args.tolerance else "MISMATCH"

@@ -1,6 +1,8 @@
 """The streaming UNet-TCM step as an ONNX model: export (PyTorch -> ONNX) and run (onnxruntime).
 
-The one-frame step of ``fused.py`` is exported with explicit state:
+The one-frame step of ``fused.py`` is exported with PyTorch's dynamo-based
+exporter (``torch.onnx.export(..., dynamo=True)``: ``torch.export`` traces the
+step, ``onnxscript`` writes opset 18 and optimises the graph), with explicit state:
 
 * inputs ``spec`` (n_fft//2+1, 2) float32: one frame's STFT, real and
   imaginary parts side by side;
@@ -19,7 +21,6 @@ The command line that exports a run is :mod:`custom_modules.streaming.export`.
 
 from __future__ import annotations
 
-import io
 import json
 import warnings
 from pathlib import Path
@@ -31,7 +32,7 @@ from custom_modules.streaming.fused import FusedUNetStep
 
 METADATA_KEY = "sb_enhance.streaming"
 FORMAT_VERSION = 1
-OPSET = 17
+OPSET = 18  # the lowest opset the dynamo exporter writes natively
 INPUT_NAMES = ("spec", "past")
 OUTPUT_NAMES = ("enhanced", "present")
 
@@ -59,26 +60,22 @@ def export_step(
     estimate : str
         What the step outputs: ``"mapping"`` (the spectrum) or ``"mask"``.
     """
-    import onnx
-
     spec = torch.zeros(step.num_freqs, step.in_channels)
     past = torch.zeros(step.past_shape)
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        # The TorchScript-based exporter is deprecated in favour of the dynamo one,
-        # which needs onnxscript (not installed); it handles this fixed-shape graph fine.
+    with warnings.catch_warnings(), torch.inference_mode(False):
+        # torch.export notes about optional torchvision ops and pytree internals: not ours.
         warnings.simplefilter("ignore")
-        torch.onnx.export(
-            step,
+        program = torch.onnx.export(
+            step.eval(),
             (spec, past),
-            buffer,
-            dynamo=False,
+            dynamo=True,  # torch.export + onnxscript (the TorchScript exporter is deprecated)
             opset_version=OPSET,
             input_names=list(INPUT_NAMES),
             output_names=list(OUTPUT_NAMES),
-            do_constant_folding=True,
+            optimize=True,  # constant folding and fusion by onnxscript's optimizer
+            verbose=False,
         )
-    proto = onnx.load_from_string(buffer.getvalue())
+    proto = program.model_proto
     meta = {
         "format_version": FORMAT_VERSION,
         "sample_rate": int(sample_rate),

@@ -20,8 +20,7 @@ To run::
         --data_folder data/demo
 
     # then a folder loadable by SpectralMaskEnhancement.from_hparams
-    python recipes/spectral_mask/export_inference.py \
-        --run results/spectral_mask_cpu/1234 --out results/spectral_mask_cpu/1234/inference
+    python -m custom_modules.export --run results/spectral_mask_cpu/1234 --out pretrained/spectral_mask
 
 Any YAML key can be overridden (``--lr 1e-4``); ``--debug`` runs a few
 batches of a few epochs.

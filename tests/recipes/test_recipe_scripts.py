@@ -25,7 +25,7 @@ SCRIPTS = {
         "--num_speakers",
     ),
     "recipes/spectral_mask/export_inference.py": (
-        "custom_modules.inference.spectral_mask_export",
+        "custom_modules.inference.export",
         "--checkpoint_key",
     ),
 }
