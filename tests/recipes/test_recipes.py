@@ -45,6 +45,7 @@ CPU_SIZE_OVERRIDES = {
     "num_valid_examples": 4,
     "num_test_examples": 3,
     "num_examples_to_save": 2,
+    "num_worst_examples_to_save": 1,
     "metric_workers": 0,
     "train_batches_per_epoch": 4,
 }
