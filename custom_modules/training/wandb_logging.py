@@ -103,10 +103,11 @@ def log_example_media(run, tag, signals, sr, step) -> None:
 
 
 def log_test_report(run, summary, metrics, examples, folder, step) -> None:
-    """The test means into the run summary (``<metric>_<part>/test``) and the examples as a table.
+    """The test means into the run summary (``<metric>_<part>/test``) and the saved examples.
 
     ``examples`` are :meth:`custom_modules.training.reporting.ExampleChooser.examples`,
-    whose files lie in ``folder/examples/<id>/``.
+    whose files lie in ``folder/examples/<id>/``; each is one row of
+    ``test_audio/<name>`` and ``test_spectrogram`` (captions: id, why saved).
     """
     import wandb
 
@@ -117,21 +118,16 @@ def log_test_report(run, summary, metrics, examples, folder, step) -> None:
         if math.isfinite(summary.get(f"{key}_{part}", math.nan))
     }
     run.summary.update({**means, "num_utterances/test": summary["num_utterances"]})
-    if not examples:
-        return
-    names = list(dict.fromkeys(name for example in examples for name in example["signals"]))
-    table = wandb.Table(columns=["id", "saved as", "improvement", *names, "spectrograms"])
     for example in examples:
         example_folder = Path(folder) / "examples" / example["id"]
-        audio = [
-            wandb.Audio(str(example_folder / f"{name}.wav")) if name in example["signals"] else None
-            for name in names
-        ]
-        table.add_data(
-            example["id"],
-            " and ".join(example["reasons"]),
-            example["score"],
-            *audio,
-            wandb.Image(str(example_folder / "spectrograms.png")),
+        caption = f"{example['id']} ({' and '.join(example['reasons'])})"
+        values = {
+            f"test_audio/{name}": wandb.Audio(
+                str(example_folder / f"{name}.wav"), caption=f"{caption} {name}"
+            )
+            for name in example["signals"]
+        }
+        values["test_spectrogram"] = wandb.Image(
+            str(example_folder / "spectrograms.png"), caption=caption
         )
-    log_values(run, {"test_examples": table}, step)
+        log_values(run, values, step)
