@@ -45,6 +45,7 @@ venv:
 
 test:
 	@scripts/ensure_espeak.sh
+	@scripts/ensure_chromium.sh
 	$(PY) -m ruff check .
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --durations=25
 

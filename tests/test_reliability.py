@@ -544,15 +544,15 @@ def test_test_report_writer_refuses_an_unsafe_dataset_id(tmp_path):
     from types import SimpleNamespace
 
     from custom_modules.training.brain import EnhancementBrain
+    from custom_modules.training.reporting import ExampleChooser
 
     brain = EnhancementBrain.__new__(EnhancementBrain)
-    brain.hparams = SimpleNamespace(
-        test_report_folder=str(tmp_path / "report"), sample_rate=SR, num_examples_to_save=5
-    )
-    brain.examples_written = 0
+    brain.hparams = SimpleNamespace(test_report_folder=str(tmp_path / "report"), sample_rate=SR)
+    brain.example_chooser = ExampleChooser(num_first=5, num_worst=5)
     signal = np.zeros(SR // 10)
+    signals = {"mixture": signal, "target": signal, "estimate": signal}
     with pytest.raises(UnsafeIdError, match=r"test set: id '\.\./\.\./x'"):
-        brain._write_examples(["../../x"], [signal], [signal], [signal])
+        brain.take_examples(["../../x"], [signals])
     assert not (tmp_path / "x").exists()
 
 

@@ -36,6 +36,7 @@ SMALL = {
     "num_valid_examples": 4,
     "num_test_examples": 2,
     "num_examples_to_save": 1,
+    "num_worst_examples_to_save": 1,
     "metric_workers": 0,
     "num_train_workers": 0,
     "train_batches_per_epoch": 8,

@@ -148,6 +148,7 @@ def main(argv=None):
         test_report_folder=str(report),
         train_log=str(report / "test_log.txt"),  # the run's train_log.txt is left alone
         use_tensorboard=False,
+        use_wandb=False,  # an evaluation, not a training run
     )
     if not test_dir.is_dir():
         raise FileNotFoundError(f"custom directory {test_dir} does not exist")

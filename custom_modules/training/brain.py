@@ -20,15 +20,23 @@ What lives here, so that recipes do not copy each other:
   ``hparams.tensorboard_audio_every`` steps and of the first validation
   example every epoch; only on the main process and only when
   ``hparams.use_tensorboard`` is true;
+* the same scalars and audio in a Weights & Biases run when
+  ``hparams.use_wandb`` is true (:mod:`custom_modules.training.wandb_logging`;
+  ``hparams.wandb_logger`` is built, and ``wandb`` imported, only then), with the
+  test means and the saved test examples at the end;
 * the test report (written by :mod:`custom_modules.training.reporting`): a
-  per-utterance CSV, a JSON summary, a printed table and
-  ``hparams.num_examples_to_save`` example triplets (wavs + PNG).
+  per-utterance CSV, a JSON summary, a printed table, a web page
+  (``index.html``) and example triplets (wavs + PNG) of the first
+  ``hparams.num_examples_to_save`` test utterances and of the
+  ``hparams.num_worst_examples_to_save`` with the lowest improvement of the
+  ``checkpoint_key`` metric.
 
 Hyperparameters read (all recipe YAML keys): ``sample_rate``,
 ``checkpoint_key``, ``valid_metrics``, ``test_metrics``, ``metric_workers``,
 ``train_logger``, ``use_tensorboard``, ``tensorboard_folder``,
 ``log_every_n_steps``, ``tensorboard_audio_every``, ``test_report_folder``,
-``num_examples_to_save``.
+``num_examples_to_save``, ``num_worst_examples_to_save``, ``use_wandb``,
+``wandb_logger``.
 """
 
 from __future__ import annotations
@@ -53,6 +61,7 @@ from custom_modules.audio.levels import limit_peak
 from custom_modules.evaluation.metrics import MetricComputer, summarize
 from custom_modules.evaluation.plotting import spectrogram_image
 from custom_modules.training.reporting import (
+    ExampleChooser,
     as_float,
     test_summary,
     write_example,
@@ -63,6 +72,14 @@ from custom_modules.training.sharding import (
     gather_in_rank_order,
     mean_over_ranks,
     rank_and_world_size,
+)
+from custom_modules.training.wandb_logging import (
+    epoch_scalars,
+    log_example_media,
+    log_test_report,
+    log_values,
+    scalar_config,
+    start_wandb_run,
 )
 
 logger = logging.getLogger(__name__)
@@ -212,7 +229,7 @@ class EnhancementBrain(sb.Brain):
 
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
         """Every ``tensorboard_audio_every`` steps: audio and spectrograms of a training example."""
-        if self.tb_writer is None or self.optimizer_step % self.hparams.tensorboard_audio_every:
+        if not self.logs_media() or self.optimizer_step % self.hparams.tensorboard_audio_every:
             return
         estimate = self.estimate_from_outputs(outputs)
         mixture, lengths = batch.mixture
@@ -247,18 +264,22 @@ class EnhancementBrain(sb.Brain):
         return self.hparams.lr_schedule if hasattr(self.hparams, "lr_schedule") else None
 
     def log_train_losses(self, **components):
-        """Accumulate training loss components; write them to TensorBoard every N steps."""
+        """Accumulate training loss components; log them (TensorBoard, W&B) every N steps."""
         for name, value in components.items():
             self.train_components.add(name, float(value.detach()))
-        if self.tb_writer is not None and self.step % self.hparams.log_every_n_steps == 0:
-            for name, value in components.items():
-                self.tb_writer.add_scalar(
-                    f"train_step/{name}", float(value.detach()), self.optimizer_step
-                )
+        if self.step % self.hparams.log_every_n_steps == 0:
+            values = {f"train_step/{name}": float(v.detach()) for name, v in components.items()}
             if getattr(self, "last_grad_norm", None) is not None:
-                self.tb_writer.add_scalar(
-                    "train_step/grad_norm", self.last_grad_norm, self.optimizer_step
-                )
+                values["train_step/grad_norm"] = self.last_grad_norm
+            self.log_scalars(values, self.optimizer_step)
+
+    def log_scalars(self, values, step):
+        """``{tag: value}`` at ``step`` to TensorBoard and W&B (those enabled, main process)."""
+        if self.tb_writer is not None:
+            for tag, value in values.items():
+                self.tb_writer.add_scalar(tag, value, step)
+        if self.wandb_run is not None:
+            log_values(self.wandb_run, values, step)
 
     # ---- validation / test ----------------------------------------------
     def evaluate_batch(self, batch, stage):
@@ -305,21 +326,27 @@ class EnhancementBrain(sb.Brain):
                     strict=True,
                 )
             )
-            self._write_examples(batch.id, mixtures, targets, estimates)
+            examples = self.take_examples(
+                batch.id,
+                [
+                    {"mixture": mix, "target": tgt, "estimate": est}
+                    for mix, tgt, est in zip(mixtures, targets, estimates, strict=True)
+                ],
+            )
         else:
-            snrs = None
+            snrs, examples = None, None
             if not self.valid_audio_logged:
                 signals = {"mixture": mixtures[0], "target": targets[0], "estimate": estimates[0]}
                 self._log_audio("valid", signals, self.current_epoch)
                 self.valid_audio_logged = True
-        self.pending.append((stage, handles, snrs, local))
+        self.pending.append((stage, handles, snrs, local, examples))
         self.num_pending += len(handles)
         while self.num_pending > MAX_PENDING_PER_WORKER * max(1, self.hparams.metric_workers):
             self._resolve_oldest()
 
     def _resolve_oldest(self):
         """Collect the oldest submitted batch into validation records or test rows."""
-        stage, handles, snrs, local = self.pending.popleft()
+        stage, handles, snrs, local, examples = self.pending.popleft()
         self.num_pending -= len(handles)
         records = self.metric_computer.collect(handles)
         if stage != sb.Stage.TEST:
@@ -328,8 +355,8 @@ class EnhancementBrain(sb.Brain):
             self.metric_records.extend(records)
             return
         half = len(records) // 2
-        for est, mix, (snr, condition), scores in zip(
-            records[:half], records[half:], snrs, local, strict=True
+        for est, mix, (snr, condition), scores, signals in zip(
+            records[:half], records[half:], snrs, local, examples, strict=True
         ):
             est = {**est, **{name: pair[0] for name, pair in scores.items()}}
             mix = {**mix, **{name: pair[1] for name, pair in scores.items()}}
@@ -348,28 +375,65 @@ class EnhancementBrain(sb.Brain):
             ]
             row["errors"] = "; ".join(errors)
             self.test_rows.append(row)
+            self.offer_worst_example(row, signals)
 
     def _resolve_all(self):
         while self.pending:
             self._resolve_oldest()
 
-    def _write_examples(self, ids, mixtures, targets, estimates):
-        if not if_main_process():
-            return
+    # ---- test examples ----------------------------------------------------
+    def take_examples(self, ids, signals):
+        """Save the batch's utterances that are among the first; keep the others' signals.
+
+        Returns, per utterance, its signals while they may still be needed as
+        one of the worst (None otherwise); :meth:`offer_worst_example` gets
+        them with the utterance's scores. Only the main process saves.
+        """
+        chooser = self.example_chooser
+        kept = []
+        for uid, named in zip(ids, signals, strict=True):
+            if not if_main_process():
+                kept.append(None)
+            elif chooser.take_first(uid):
+                self.save_example(uid, named)
+                kept.append(None)
+            else:
+                kept.append(named if chooser.num_worst else None)
+        return kept
+
+    def offer_worst_example(self, row, signals):
+        """A scored test row: ranked by the improvement of ``checkpoint_key`` for the worst."""
+        if if_main_process():
+            delta = row.get(f"{self.hparams.checkpoint_key}_delta", math.nan)
+            self.example_chooser.offer(row["id"], delta, signals)
+
+    def save_example(self, uid, signals):
+        """Wavs + spectrogram PNG of one test utterance in ``<test_report_folder>/examples/<uid>``."""
         folder = Path(self.hparams.test_report_folder) / "examples"
-        sr = self.hparams.sample_rate
-        for uid, mix, tgt, est in zip(ids, mixtures, targets, estimates, strict=True):
-            if self.examples_written >= self.hparams.num_examples_to_save:
-                return
-            signals = {"mixture": mix, "target": tgt, "estimate": est}
-            write_example(folder, uid, signals, sr)
-            self.examples_written += 1
+        write_example(folder, uid, signals, self.hparams.sample_rate)
+        self.example_chooser.record(uid, signals)
+
+    def save_worst_examples(self):
+        """Save the worst test utterances not saved yet (end of the test stage)."""
+        for uid, _, signals in self.example_chooser.worst():
+            if signals is not None:
+                self.save_example(uid, signals)
+
+    # ---- TensorBoard and W&B ----------------------------------------------
+    def logs_media(self):
+        """Whether audio examples are logged anywhere (TensorBoard or W&B, main process)."""
+        return self.tb_writer is not None or self.wandb_run is not None
 
     def _log_audio(self, tag, signals, step):
-        """Audio and spectrogram images of one example to TensorBoard (main process)."""
+        """Audio and spectrogram images of one example to TensorBoard and W&B (main process).
+
+        TensorBoard gets them at ``step``; W&B at the optimizer step (its one x-axis).
+        """
+        sr = self.hparams.sample_rate
+        if self.wandb_run is not None:
+            log_example_media(self.wandb_run, tag, signals, sr, self.optimizer_step)
         if self.tb_writer is None:
             return
-        sr = self.hparams.sample_rate
         for name, signal in signals.items():
             tensor = torch.from_numpy(limit_peak(signal)).float().unsqueeze(0)
             self.tb_writer.add_audio(f"{tag}_audio/{name}", tensor, step, sample_rate=sr)
@@ -378,7 +442,11 @@ class EnhancementBrain(sb.Brain):
 
     # ---- stage hooks ----------------------------------------------------
     def ensure_tensorboard(self):
-        """Create ``self.tensorboard`` / ``self.tb_writer`` once (None without ``use_tensorboard``)."""
+        """Create the loggers once: ``self.tensorboard`` / ``self.tb_writer``, ``self.wandb_run``.
+
+        Each is None unless enabled (``use_tensorboard``, ``use_wandb``); the
+        writer and the W&B run exist on the main process only.
+        """
         if not hasattr(self, "tensorboard"):
             # Built on every rank (its log_stats is a collective); the writer
             # itself exists on the main process only.
@@ -388,6 +456,10 @@ class EnhancementBrain(sb.Brain):
 
                 self.tensorboard = TensorboardLogger(self.hparams.tensorboard_folder)
                 self.tb_writer = self.tensorboard.writer
+            self.wandb_run = None
+            if self.hparams.use_wandb:
+                config = scalar_config(self.hparams)
+                self.wandb_run = start_wandb_run(self.hparams.wandb_logger, config)
 
     def on_stage_start(self, stage, epoch=None):
         """Reset per-stage accumulators; new mixtures each training epoch."""
@@ -411,8 +483,21 @@ class EnhancementBrain(sb.Brain):
             self.stage_batches = 0
             self.test_rows = []
             self.pending, self.num_pending = deque(), 0
-            self.examples_written = 0
             self.valid_audio_logged = False
+            self.example_chooser = ExampleChooser(
+                self.hparams.num_examples_to_save, self.hparams.num_worst_examples_to_save
+            )
+            worst = self.example_chooser.num_worst
+            if (
+                stage == sb.Stage.TEST
+                and worst
+                and self.hparams.checkpoint_key not in (self.hparams.test_metrics)
+            ):
+                raise ValueError(
+                    f"num_worst_examples_to_save: {worst} ranks test utterances by "
+                    f"checkpoint_key {self.hparams.checkpoint_key!r}, which is not in "
+                    f"test_metrics {list(self.hparams.test_metrics)}: add it or set 0"
+                )
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         """Log statistics, keep the best checkpoint, write the test report."""
@@ -440,6 +525,9 @@ class EnhancementBrain(sb.Brain):
             )
             if self.tensorboard is not None:
                 self.tensorboard.log_stats({"epoch": epoch}, self.train_stats, stats)
+            if self.wandb_run is not None:
+                values = epoch_scalars(epoch, {"train": self.train_stats, "valid": stats})
+                log_values(self.wandb_run, {**values, "lr": lr}, self.optimizer_step)
             key = self.hparams.checkpoint_key
             if not math.isfinite(stats.get(key, math.nan)):
                 raise RuntimeError(
@@ -461,6 +549,11 @@ class EnhancementBrain(sb.Brain):
         )
         if not if_main_process():
             return
-        write_test_report(
-            self.hparams.test_report_folder, rows, summary, metrics, self.hparams.checkpoint_key
-        )
+        self.save_worst_examples()
+        examples = self.example_chooser.examples()
+        folder = self.hparams.test_report_folder
+        write_test_report(folder, rows, summary, metrics, self.hparams.checkpoint_key, examples)
+        if self.wandb_run is not None:
+            log_test_report(self.wandb_run, summary, metrics, examples, folder, self.optimizer_step)
+            self.wandb_run.finish()
+            self.wandb_run = None

@@ -8,12 +8,17 @@ subclasses) at the end of the test stage, on the main process, into
 * ``summary.json``: means over the finite values (:func:`test_summary`), per
   condition too when the test set has conditions;
 * ``results_table.md``: metric | mixture | estimate | improvement (also printed);
-* ``examples/<id>/``: mixture, target and estimate wavs and a spectrogram PNG.
+* ``examples/<id>/``: mixture, target and estimate wavs and a spectrogram PNG, for
+  the utterances an :class:`ExampleChooser` picks (the first and the worst);
+* ``index.html``: all of it as one self-contained web page to listen to the
+  examples and sort the utterances
+  (:func:`custom_modules.training.report_page.write_report_page`).
 """
 
 from __future__ import annotations
 
 import csv
+import heapq
 import io
 import math
 from pathlib import Path
@@ -28,6 +33,7 @@ from custom_modules.audio.files import (
 )
 from custom_modules.audio.levels import limit_peak
 from custom_modules.evaluation.plotting import save_spectrograms_png
+from custom_modules.training.report_page import write_report_page
 
 PARTS = ("mixture", "estimate", "delta")
 # Display names; every metric is higher-is-better, the table shows estimate − mixture.
@@ -71,8 +77,12 @@ def test_summary(rows, metrics, loss) -> dict:
     return summary
 
 
-def write_test_report(folder, rows, summary, metrics, checkpoint_key) -> None:
-    """``per_utterance.csv``, ``summary.json`` and ``results_table.md`` in ``folder``; prints the table."""
+def write_test_report(folder, rows, summary, metrics, checkpoint_key, examples=()) -> None:
+    """``per_utterance.csv``, ``summary.json``, ``results_table.md`` and ``index.html`` in ``folder``.
+
+    Prints the table. ``examples`` describes the saved examples for the page
+    (:meth:`ExampleChooser.examples`).
+    """
     folder = Path(folder)
     by_condition = summary.get("by_condition", {})
     fields = (
@@ -95,20 +105,112 @@ def write_test_report(folder, rows, summary, metrics, checkpoint_key) -> None:
     for condition, part in by_condition.items():
         print(f"\n{condition} ({part['num_utterances']} utterances)")
         print(format_results_table(part, metrics))
+    page = write_report_page(
+        folder, rows, summary, metrics, list(examples), checkpoint_key, labels=METRIC_LABELS
+    )
     print(f"Per-utterance results: {folder / 'per_utterance.csv'}")
     print(f"Examples (wavs + spectrogram PNGs): {folder / 'examples'}")
+    print(f"Web page (listen, sort): {page}")
 
 
 def write_example(folder, uid, signals, sr) -> None:
     """``folder/<uid>/<name>.wav`` for every signal (peak-limited) and ``spectrograms.png``.
 
     ``uid`` becomes a folder name: an id reaching outside ``folder`` is refused.
+    Every file is written atomically.
     """
     check_safe_id(uid, "test set")
     folder = Path(folder)
     for name, signal in signals.items():
         write_audio(folder / uid / f"{name}.wav", limit_peak(signal), sr)
     save_spectrograms_png(folder / uid / "spectrograms.png", signals, sr=sr, title=uid)
+
+
+class ExampleChooser:
+    """Which test utterances are saved as examples: the first ``num_first`` and the worst ``num_worst``.
+
+    The first ones are known as the test set is read (:meth:`take_first`: save
+    them at once); the worst are those with the lowest score (the checkpoint
+    metric's improvement; a non-finite score counts as the worst), known only
+    once scored: :meth:`offer` keeps the signals of the ``num_worst`` lowest
+    seen so far (memory for ``num_worst`` utterances), :meth:`worst` returns
+    them at the end. An utterance among both is saved once, with both reasons.
+
+    Example
+    -------
+    >>> chooser = ExampleChooser(num_first=1, num_worst=2)
+    >>> [chooser.take_first(uid) for uid in ("a", "b", "c", "d")]
+    [True, False, False, False]
+    >>> for uid, score in (("a", -3.0), ("b", 2.0), ("c", math.nan), ("d", 1.0)):
+    ...     chooser.offer(uid, score, {"estimate": uid})
+    >>> [(uid, signals) for uid, _, signals in chooser.worst()]
+    [('c', {'estimate': 'c'}), ('a', None)]
+    >>> chooser.record("a", ["estimate"]); chooser.record("c", ["estimate"])
+    >>> [(e["id"], e["reasons"]) for e in chooser.examples()]
+    [('a', ['first', 'worst']), ('c', ['worst'])]
+    """
+
+    def __init__(self, num_first: int, num_worst: int):
+        if int(num_first) < 0 or int(num_worst) < 0:
+            raise ValueError(f"example counts must be >= 0, got {num_first} and {num_worst}")
+        self.num_first, self.num_worst = int(num_first), int(num_worst)
+        self.first_ids = []
+        self.scores = {}
+        self.saved = {}
+        self._heap = []  # (-score, -order, uid, signals): the highest of the kept scores on top
+        self._order = 0
+
+    def take_first(self, uid) -> bool:
+        """Whether ``uid`` (the next utterance of the test set) is among the first: save it now."""
+        if len(self.first_ids) < self.num_first:
+            self.first_ids.append(uid)
+            return True
+        return False
+
+    def offer(self, uid, score, signals) -> None:
+        """A scored utterance; its ``signals`` are kept while it is among the worst.
+
+        Signals of an utterance already saved as one of the first are not kept.
+        """
+        score = float(score) if math.isfinite(as_float(score)) else -math.inf
+        self.scores[uid] = score
+        if self.num_worst == 0:
+            return
+        item = (-score, -self._order, uid, None if uid in self.first_ids else signals)
+        self._order += 1
+        if len(self._heap) < self.num_worst:
+            heapq.heappush(self._heap, item)
+        elif item > self._heap[0]:  # lower score (or equal and earlier) than the kept highest
+            heapq.heapreplace(self._heap, item)
+
+    def worst(self) -> list:
+        """``(uid, score, signals or None when already saved)``, lowest score first."""
+        return [(uid, -neg, signals) for neg, _, uid, signals in sorted(self._heap, reverse=True)]
+
+    def record(self, uid, signal_names) -> None:
+        """Note that ``uid`` was saved with these signals (``examples/<uid>/<name>.wav``)."""
+        self.saved[uid] = list(signal_names)
+
+    def examples(self) -> list:
+        """The saved examples for the web page: ``id``, ``signals``, ``reasons``, ``score``."""
+        worst_ids = [uid for uid, _, _ in self.worst()]
+        result = []
+        for uid in dict.fromkeys([*self.first_ids, *worst_ids]):
+            if uid not in self.saved:
+                continue
+            reasons = [
+                r for r, ids in (("first", self.first_ids), ("worst", worst_ids)) if uid in ids
+            ]
+            score = self.scores.get(uid, math.nan)
+            result.append(
+                {
+                    "id": uid,
+                    "signals": self.saved[uid],
+                    "reasons": reasons,
+                    "score": score if math.isfinite(score) else None,
+                }
+            )
+        return result
 
 
 def summarize_by_condition(rows, metrics, key="condition") -> dict:

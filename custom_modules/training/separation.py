@@ -1,8 +1,8 @@
 """A Brain for source-separation recipes (``C`` sources ``s1 ... sC``, PIT scoring).
 
 :class:`SeparationBrain` is :class:`custom_modules.training.brain.EnhancementBrain`
-(logging, TensorBoard, checkpoint by ``checkpoint_key``, the test CSV, summary and
-table) for ``C`` sources instead of one target, plus the validation-loss learning-rate
+(logging, TensorBoard and W&B, checkpoint by ``checkpoint_key``, the test CSV, summary,
+table, web page and the first and worst examples) for ``C`` sources instead of one target, plus the validation-loss learning-rate
 scheduler ``hparams.lr_scheduler``. Its scores are those of
 :mod:`custom_modules.evaluation.bss_eval` (SI-SNR and BSS Eval SDR, and their
 improvements over the mixture).
@@ -10,17 +10,11 @@ improvements over the mixture).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import speechbrain as sb
 import torch
-from speechbrain.utils.distributed import if_main_process
 
-from custom_modules.audio.files import check_safe_id, write_audio
-from custom_modules.audio.levels import limit_peak
 from custom_modules.evaluation.bss_eval import separation_scores
-from custom_modules.evaluation.plotting import save_spectrograms_png
 from custom_modules.training.brain import EnhancementBrain, trim_batch
 from custom_modules.training.reporting import as_float
 
@@ -80,7 +74,8 @@ class SeparationBrain(EnhancementBrain):
                 row = {"id": uid, "input_snr_db": as_float(level), "errors": scores["errors"]}
                 row.update({f"{k}_{p}": scores[f"{k}_{p}"] for k in metrics for p in PARTS})
                 self.test_rows.append(row)
-                self.save_example(uid, signals)
+                (kept,) = self.take_examples([uid], [signals])
+                self.offer_worst_example(row, kept)
             else:
                 self.metric_records.append(
                     {"id": uid, **{k: scores[f"{k}_estimate"] for k in metrics}}
@@ -89,21 +84,9 @@ class SeparationBrain(EnhancementBrain):
                     self._log_audio("valid", signals, self.current_epoch)
                     self.valid_audio_logged = True
 
-    def save_example(self, uid, signals):
-        """Wavs + spectrogram PNG of one test utterance (the first ``num_examples_to_save``)."""
-        if not if_main_process() or self.examples_written >= self.hparams.num_examples_to_save:
-            return
-        folder = Path(self.hparams.test_report_folder) / "examples" / check_safe_id(uid, "test set")
-        for name, signal in signals.items():
-            write_audio(folder / f"{name}.wav", limit_peak(signal), self.hparams.sample_rate)
-        save_spectrograms_png(
-            folder / "spectrograms.png", signals, sr=self.hparams.sample_rate, title=uid
-        )
-        self.examples_written += 1
-
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
         """Every ``tensorboard_audio_every`` steps: a training example (sources and estimates)."""
-        if self.tb_writer is None or self.optimizer_step % self.hparams.tensorboard_audio_every:
+        if not self.logs_media() or self.optimizer_step % self.hparams.tensorboard_audio_every:
             return
         _, _, signals = next(self._utterances(batch, outputs.detach(), ("si_snr",)))
         self._log_audio("train", signals, self.optimizer_step)

@@ -179,9 +179,9 @@ class SpeakerExtractionBrain(EnhancementBrain):
         )
 
         def on_step(step, ce, accuracy):
-            if self.tb_writer is not None and step % hparams.log_every_n_steps == 0:
-                self.tb_writer.add_scalar("speaker_pretrain/ce", ce, step)
-                self.tb_writer.add_scalar("speaker_pretrain/accuracy", accuracy, step)
+            if step % hparams.log_every_n_steps == 0:
+                values = {"speaker_pretrain/ce": ce, "speaker_pretrain/accuracy": accuracy}
+                self.log_scalars(values, step)
 
         self.ensure_tensorboard()
         summary = pretrain_speaker_branch(

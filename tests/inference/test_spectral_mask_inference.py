@@ -38,7 +38,7 @@ SHARED_KEYS = (
     "test_set_seed", "number_of_epochs", "max_train_minutes", "batch_size",
     "train_batches_per_epoch", "train_loader_options", "valid_loader_options",
     "test_loader_options", "checkpoint_key", "valid_metrics", "test_metrics",
-    "num_examples_to_save", "epoch_counter", "log_every_n_steps", "tensorboard_audio_every",
+    "num_examples_to_save", "num_worst_examples_to_save", "use_wandb", "epoch_counter", "log_every_n_steps", "tensorboard_audio_every",
     "noise_gain_range_db", "mixture_gain_range_db", "eval_noise_gain_range_db",
     "eval_mixture_gain_range_db", "eval_noise_weighting", "num_train_workers", *PLAIN_CORPUS_KEYS,
 )  # fmt: skip

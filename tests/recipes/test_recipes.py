@@ -6,8 +6,10 @@ runs in SpeechBrain debug mode (a few batches of two epochs) on the tiny demo
 corpus, with CPU-size overrides for the keys it has (see
 ``CPU_SIZE_OVERRIDES``; recipes name their keys alike so this works, see
 docs/adding_a_recipe.md). The run must leave a train log, a checkpoint
-carrying the recipe's ``checkpoint_key``, the test CSV and summary, and the
-checkpoint loaded for the test must be the best one by that key.
+carrying the recipe's ``checkpoint_key``, the test CSV, summary and web page
+(checked in headless Chromium when installed), no W&B run (``use_wandb`` is
+off by default), and the checkpoint loaded for the test must be the best one
+by that key.
 
 Static consistency checks: every top-level YAML key is used (by train.py,
 the shared modules, SpeechBrain's run options or another key); every recipe
@@ -32,6 +34,7 @@ from speechbrain.utils.run_opts import RunOptions
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from custom_modules.data.recipe_data import EVAL_RANGE_KEYS, PLAIN_CORPUS_KEYS
+from scripts.check_report_page import check_report_page, find_chromium
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = ROOT / "recipes"
@@ -45,6 +48,7 @@ CPU_SIZE_OVERRIDES = {
     "num_valid_examples": 4,
     "num_test_examples": 3,
     "num_examples_to_save": 2,
+    "num_worst_examples_to_save": 1,
     "metric_workers": 0,
     "train_batches_per_epoch": 4,
     # Channel sizes of models that name them so (the Denoising WaveNet): the debug run
@@ -149,6 +153,11 @@ def test_recipe_debug_run(train_py, hparams, demo_corpus, tmp_path):
         assert any(math.isfinite(float(row[c])) for c in estimate_cols), row
     summary = json.loads((report / "summary.json").read_text())
     assert summary["num_utterances"] == len(rows)
+    # The web page: written, and working in a real browser when there is one.
+    assert (report / "index.html").is_file()
+    if find_chromium() is not None:
+        assert check_report_page(report) == [], f"{hparams.name}: index.html"
+    assert not (output / "wandb").exists(), "use_wandb is False by default: no W&B run"
 
     if resolved_value(output, "use_tensorboard").lower() == "true":
         events = list(Path(resolved_value(output, "tensorboard_folder")).glob("events.out.*"))

@@ -227,7 +227,7 @@ def tiny_brain(tmp_path, **overrides):
     values = {
         **TINY, "num_speakers": 3, "output_folder": str(tmp_path / "run"),
         "data_folder": str(tmp_path), "metric_workers": 0, "use_tensorboard": False,
-        "num_examples_to_save": 0, **overrides,
+        "num_examples_to_save": 0, "num_worst_examples_to_save": 0, **overrides,
     }  # fmt: skip
     hparams = load_hparams(CPU_YAML, values)
     return SpexPlusBrain(
