@@ -138,14 +138,13 @@ def test_data_prepare_benchmark_times_both_preparations(capsys, tmp_path):
 @pytest.mark.slow
 def test_training_step_benchmark_times_each_part_on_the_demo_corpus(demo_corpus, tmp_path, capsys):
     from benchmarks import training_step
-    from tests.recipes.test_recipes import CPU_SIZE_OVERRIDES, ROOT
+    from tests.recipes.test_recipes import ROOT, cpu_size_overrides
 
     out = tmp_path / "step.json"
-    overrides = []
-    for key, value in CPU_SIZE_OVERRIDES.items():
-        overrides += [f"--{key}", str(value)]
+    hparams = ROOT / "recipes" / "unet_tcm" / "hparams" / "unet_cpu.yaml"
+    overrides = cpu_size_overrides(hparams)
     training_step.main(
-        [str(ROOT / "recipes" / "unet_tcm" / "hparams" / "unet_cpu.yaml"),
+        [str(hparams),
          "--data_folder", str(demo_corpus), "--output_folder", str(tmp_path / "run"),
          "--steps", "1", "--data_batches", "1", "--valid_utterances", "1", "--threads", "1",
          "--output_json", str(out), *overrides]

@@ -17,6 +17,8 @@ WaveNet) read the same keys and share this flow:
 
 from __future__ import annotations
 
+import csv
+import math
 from pathlib import Path
 
 import speechbrain as sb
@@ -24,7 +26,8 @@ import speechbrain as sb
 from custom_modules.data.corruption import StftCorruptedDataset, merge_test_reports
 from custom_modules.data.recipe_data import enhancement_datasets
 from custom_modules.training.experiment import train_and_evaluate
-from custom_modules.training.reporting import METRIC_LABELS
+from custom_modules.training.report_page import write_report_page
+from custom_modules.training.reporting import METRIC_LABELS, test_summary
 
 CORRUPTIONS = ("stft", "mixer")
 
@@ -94,6 +97,34 @@ def train_and_test_corruptions(brain_class, hparams, run_opts, labels=None):
             column="corruption",
             labels={**METRIC_LABELS, **(labels or {})},
         )
+        write_overview_page(report_root, names, hparams)
         print(f"\nTest set per corruption type ({report_root / 'results_table.md'}):")
         print((report_root / "results_table.md").read_text())
     return brain
+
+
+def _number_or_text(value: str):
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def write_overview_page(report_root, names, hparams):
+    """``<report_root>/index.html``: every corruption's utterances in one sortable page.
+
+    The merged ``per_utterance.csv`` with the corruption as the condition (summary per
+    corruption); each ``<report_root>/<corruption>/index.html`` has that test's players.
+    """
+    with open(Path(report_root) / "per_utterance.csv", newline="", encoding="utf-8") as handle:
+        rows = [
+            {**{k: _number_or_text(v) for k, v in row.items()}, "condition": row["corruption"]}
+            for row in csv.DictReader(handle)
+        ]
+    metrics = list(hparams["test_metrics"])
+    summary = test_summary(rows, metrics, loss=math.nan)
+    pages = ", ".join(f"{name}/index.html" for name in names)
+    write_report_page(
+        report_root, rows, summary, metrics, [], hparams["checkpoint_key"],
+        title=f"Test report, every corruption (examples with players: {pages})",
+    )  # fmt: skip

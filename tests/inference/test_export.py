@@ -51,7 +51,7 @@ LSB = 2.0**-15
 CPU_YAMLS = {t.parent.name: (t, h) for t, h in discover() if "cpu" in h.stem}
 # Sub-folder of the test report whose examples come from the prepared mixture files
 # (DCUNet's "stft" test set corrupts on the fly: no mixture file to read).
-REPORT_SUBFOLDER = {"dcunet": "mixer"}
+REPORT_SUBFOLDER = {"dcunet": "mixer", "denoising_wavenet": "mixer"}  # first corruption
 
 
 def interface_kind(hparams: Path) -> str:

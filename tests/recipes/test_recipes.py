@@ -81,13 +81,19 @@ def top_level_keys(path: Path) -> list:
     return re.findall(r"^([A-Za-z_][\w]*)\s*:", path.read_text(), re.MULTILINE)
 
 
-def run_recipe(train_py: Path, hparams: Path, data_folder: Path, output: Path, extra=()):
-    """Run a recipe in debug mode with CPU-size overrides; return the completed process."""
+def cpu_size_overrides(hparams: Path) -> list:
+    """``--key value`` of the ``CPU_SIZE_OVERRIDES`` that ``hparams`` has (others: no such key)."""
     keys = set(top_level_keys(hparams))
     overrides = []
     for key, value in CPU_SIZE_OVERRIDES.items():
         if key in keys:
             overrides += [f"--{key}", str(value)]
+    return overrides
+
+
+def run_recipe(train_py: Path, hparams: Path, data_folder: Path, output: Path, extra=()):
+    """Run a recipe in debug mode with CPU-size overrides; return the completed process."""
+    overrides = cpu_size_overrides(hparams)
     cmd = [
         sys.executable, str(train_py), str(hparams),
         "--data_folder", str(data_folder),

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_recipes import CPU_SIZE_OVERRIDES, ROOT, resolved_value
+from test_recipes import ROOT, cpu_size_overrides, resolved_value
 
 TRAIN_PY = ROOT / "recipes" / "unet_tcm" / "train.py"
 HPARAMS = ROOT / "recipes" / "unet_tcm" / "hparams" / "unet_cpu.yaml"
@@ -21,9 +21,7 @@ HPARAMS = ROOT / "recipes" / "unet_tcm" / "hparams" / "unet_cpu.yaml"
 @pytest.mark.slow
 def test_torchrun_two_processes(demo_corpus, tmp_path):
     output = tmp_path / "ddp"
-    overrides = []
-    for key, value in CPU_SIZE_OVERRIDES.items():
-        overrides += [f"--{key}", str(value)]
+    overrides = cpu_size_overrides(HPARAMS)
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
         str(TRAIN_PY), str(HPARAMS),

@@ -86,10 +86,12 @@ def main(out):
         metric_workers=0,
         train_logger=FileTrainLogger(str(out / f"train_log_rank{rank}.txt")),
         use_tensorboard=False,
+        use_wandb=False,
         log_every_n_steps=1000,
         tensorboard_audio_every=1000,
         test_report_folder=str(out / "report"),
         num_examples_to_save=0,
+        num_worst_examples_to_save=0,
         epoch_counter=epochs,
     )
     checkpointer = Checkpointer(str(out / "save"), {"model": model, "counter": epochs})
