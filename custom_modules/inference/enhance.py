@@ -45,6 +45,15 @@ Usage::
     speech with the ``unet_cpu.yaml`` architecture (random weights), chunked
     and whole-file outputs agree to 50 dB SNR with the default 1 s overlap
     and to float precision with 2 s.
+  - The non-causal Denoising WaveNet (``DenoisingWaveNet``) has a
+    ``lookahead`` too: half its receptive field, in the future and in the
+    past. The same late ramp then gives the later chunk
+    ``overlap - lookahead - 20 ms`` of past, which covers that half whenever
+    ``overlap >= 2 * lookahead + 20 ms`` (0.40 s with ``wavenet.yaml``, 0.15 s
+    with ``wavenet_cpu.yaml``): chunked output equals whole-file output to
+    float precision with the default 1 s overlap. Inside each chunk the
+    model itself slides fixed-size fragments (bounded memory, see
+    :mod:`custom_modules.models.denoising_wavenet`).
 
 * No clipping: the enhanced signal is first written as float32 to an
   anonymous temporary file next to the output, then converted to PCM; if its
@@ -218,8 +227,9 @@ def enhance_file(
     hop_multiple : int
         Chunk hops are rounded down to a multiple of this (the model's STFT hop).
     lookahead : int, optional
-        For causal models, their lookahead in samples: the crossfade becomes a
-        20 ms ramp placed late in the overlap (:func:`crossfade_windows`).
+        For models with a finite lookahead (causal UNet-TCM, the non-causal
+        WaveNet), that lookahead in samples: the crossfade becomes a 20 ms ramp
+        placed late in the overlap (:func:`crossfade_windows`).
 
     Returns
     -------
