@@ -14,7 +14,7 @@ Validation uses the training corruption (the best checkpoint is chosen by
 once per corruption type of ``test_corruptions``, with fixed per-item seeds,
 into ``<test_report_folder>/<type>/``, then merged into
 ``<test_report_folder>/per_utterance.csv`` (a ``corruption`` column),
-``summary.json`` and ``results_table.md``.
+``summary.json``, ``results_table.md`` and ``index.html`` (one page over all).
 
 To run::
 
@@ -40,7 +40,7 @@ from custom_modules.data.recipe_data import enhancement_datasets, prepare_enhanc
 from custom_modules.evaluation.wsdr import WSDRMetricMixin  # noqa: E402
 from custom_modules.training.brain import EnhancementBrain  # noqa: E402
 from custom_modules.training.experiment import setup_experiment, train_and_evaluate  # noqa: E402
-from custom_modules.training.reporting import METRIC_LABELS  # noqa: E402
+from custom_modules.training.reporting import METRIC_LABELS, write_merged_report_page  # noqa: E402
 
 CORRUPTIONS = ("stft", "mixer")
 
@@ -102,6 +102,9 @@ def evaluate_other_corruptions(brain, hparams, test_sets, report_root):
             hparams["test_metrics"],
             column="corruption",
             labels={**METRIC_LABELS, "wsdr": "wSDR (-loss)"},
+        )
+        write_merged_report_page(
+            report_root, list(test_sets), hparams["test_metrics"], hparams["checkpoint_key"]
         )
         print(f"\nTest set per corruption type ({report_root / 'results_table.md'}):")
         print((report_root / "results_table.md").read_text())
