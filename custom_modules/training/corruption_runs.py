@@ -11,14 +11,13 @@ WaveNet) read the same keys and share this flow:
   with the best ``checkpoint_key`` checkpoint once per listed corruption,
   with ``test_set_seed``, into ``<test_report_folder>/<corruption>/``; the
   reports are then merged into ``<test_report_folder>/per_utterance.csv``
-  (a ``corruption`` column), ``summary.json`` and ``results_table.md``;
+  (a ``corruption`` column), ``summary.json``, ``results_table.md`` and
+  ``index.html`` (one page over all, with every report's examples);
 * ``stft_corruption``: the :class:`~custom_modules.data.corruption.StftCorruption`.
 """
 
 from __future__ import annotations
 
-import csv
-import math
 from pathlib import Path
 
 import speechbrain as sb
@@ -26,8 +25,7 @@ import speechbrain as sb
 from custom_modules.data.corruption import StftCorruptedDataset, merge_test_reports
 from custom_modules.data.recipe_data import enhancement_datasets
 from custom_modules.training.experiment import train_and_evaluate
-from custom_modules.training.report_page import write_report_page
-from custom_modules.training.reporting import METRIC_LABELS, test_summary
+from custom_modules.training.reporting import METRIC_LABELS, write_merged_report_page
 
 CORRUPTIONS = ("stft", "mixer")
 
@@ -97,34 +95,9 @@ def train_and_test_corruptions(brain_class, hparams, run_opts, labels=None):
             column="corruption",
             labels={**METRIC_LABELS, **(labels or {})},
         )
-        write_overview_page(report_root, names, hparams)
+        write_merged_report_page(
+            report_root, names, hparams["test_metrics"], hparams["checkpoint_key"]
+        )
         print(f"\nTest set per corruption type ({report_root / 'results_table.md'}):")
         print((report_root / "results_table.md").read_text())
     return brain
-
-
-def _number_or_text(value: str):
-    try:
-        return float(value)
-    except ValueError:
-        return value
-
-
-def write_overview_page(report_root, names, hparams):
-    """``<report_root>/index.html``: every corruption's utterances in one sortable page.
-
-    The merged ``per_utterance.csv`` with the corruption as the condition (summary per
-    corruption); each ``<report_root>/<corruption>/index.html`` has that test's players.
-    """
-    with open(Path(report_root) / "per_utterance.csv", newline="", encoding="utf-8") as handle:
-        rows = [
-            {**{k: _number_or_text(v) for k, v in row.items()}, "condition": row["corruption"]}
-            for row in csv.DictReader(handle)
-        ]
-    metrics = list(hparams["test_metrics"])
-    summary = test_summary(rows, metrics, loss=math.nan)
-    pages = ", ".join(f"{name}/index.html" for name in names)
-    write_report_page(
-        report_root, rows, summary, metrics, [], hparams["checkpoint_key"],
-        title=f"Test report, every corruption (examples with players: {pages})",
-    )  # fmt: skip

@@ -95,15 +95,18 @@ SCRIPT = """
 """
 
 
-def example_link(uid, name) -> str:
-    """Relative URL of ``examples/<uid>/<name>`` (each part percent-encoded).
+def example_link(uid, name, path=None) -> str:
+    """Relative URL of ``<path>/<name>`` (default path: ``examples/<uid>``; parts percent-encoded).
 
     Example
     -------
     >>> example_link("a b#1", "mixture.wav")
     'examples/a%20b%231/mixture.wav'
+    >>> example_link("x", "mixture.wav", path="stft/examples/x")
+    'stft/examples/x/mixture.wav'
     """
-    return "/".join(quote(part, safe="") for part in (EXAMPLES_FOLDER, uid, name))
+    parts = path.split("/") if path else [EXAMPLES_FOLDER, uid]
+    return "/".join(quote(part, safe="") for part in (*parts, name))
 
 
 def _number(value, signed=False) -> str:
@@ -136,13 +139,13 @@ def _example_section(example, labels, checkpoint_key) -> str:
         tags.append(f"<span class='tag {reason}'>{text}</span>")
     score = example.get("score")
     label = labels.get(checkpoint_key, checkpoint_key)
+    path = example.get("path")
     players = "".join(
-        f"<figure><figcaption>{html.escape(name)}</figcaption>"
-        f"<audio controls preload='metadata' src='{example_link(uid, name + '.wav')}'></audio>"
-        "</figure>"
+        f"<figure><figcaption>{html.escape(name)}</figcaption><audio controls preload='metadata' "
+        f"src='{example_link(uid, name + '.wav', path)}'></audio></figure>"
         for name in example["signals"]
     )
-    image = example_link(uid, SPECTROGRAMS_FILE)
+    image = example_link(uid, SPECTROGRAMS_FILE, path)
     return (
         f"<section id='{html.escape('example-' + uid, quote=True)}'>"
         f"<h3>{html.escape(uid)} {' '.join(tags)} "
@@ -239,8 +242,9 @@ def write_report_page(
         Metric keys, in table order.
     examples : list of dict
         Saved examples: ``id``, ``signals`` (names of ``<name>.wav`` in
-        ``examples/<id>/``), ``reasons`` (``"first"`` and/or ``"worst"``) and
-        ``score`` (the checkpoint metric's improvement).
+        ``examples/<id>/``, or in the relative folder ``path`` when given),
+        ``reasons`` (``"first"`` and/or ``"worst"``) and ``score`` (the
+        checkpoint metric's improvement).
     checkpoint_key : str
         The metric that chose the checkpoint and the worst examples.
     labels : dict, optional

@@ -10,6 +10,7 @@ subclasses) at the end of the test stage, on the main process, into
 * ``results_table.md``: metric | mixture | estimate | improvement (also printed);
 * ``examples/<id>/``: mixture, target and estimate wavs and a spectrogram PNG, for
   the utterances an :class:`ExampleChooser` picks (the first and the worst);
+* ``examples.json``: the saved examples (id, signal names, why saved, score);
 * ``index.html``: all of it as one self-contained web page to listen to the
   examples and sort the utterances
   (:func:`custom_modules.training.report_page.write_report_page`).
@@ -29,6 +30,7 @@ from custom_modules.audio.files import (
     atomic_write_json,
     atomic_write_text,
     check_safe_id,
+    read_json,
     write_audio,
 )
 from custom_modules.audio.levels import limit_peak
@@ -36,6 +38,7 @@ from custom_modules.evaluation.plotting import save_spectrograms_png
 from custom_modules.training.report_page import write_report_page
 
 PARTS = ("mixture", "estimate", "delta")
+EXAMPLES_FILE = "examples.json"
 # Display names; every metric is higher-is-better, the table shows estimate − mixture.
 METRIC_LABELS = {
     "snr": "SNR",
@@ -105,12 +108,46 @@ def write_test_report(folder, rows, summary, metrics, checkpoint_key, examples=(
     for condition, part in by_condition.items():
         print(f"\n{condition} ({part['num_utterances']} utterances)")
         print(format_results_table(part, metrics))
+    examples = list(examples)
+    atomic_write_json(folder / EXAMPLES_FILE, examples)
     page = write_report_page(
-        folder, rows, summary, metrics, list(examples), checkpoint_key, labels=METRIC_LABELS
+        folder, rows, summary, metrics, examples, checkpoint_key, labels=METRIC_LABELS
     )
     print(f"Per-utterance results: {folder / 'per_utterance.csv'}")
     print(f"Examples (wavs + spectrogram PNGs): {folder / 'examples'}")
     print(f"Web page (listen, sort): {page}")
+
+
+def write_merged_report_page(folder, conditions, metrics, checkpoint_key, labels=None) -> Path:
+    """``folder/index.html`` over the test reports in ``folder/<condition>/`` (e.g. per corruption).
+
+    Each sub-folder holds a report of :func:`write_test_report`. The page has
+    the means over all rows and per condition, every row (id
+    ``<condition>/<id>``, the condition in the condition column) and every
+    sub-report's examples (files left where they are).
+    """
+    folder = Path(folder)
+    rows, examples = [], []
+    for condition in conditions:
+        sub = folder / condition
+        with open(sub / "per_utterance.csv", newline="", encoding="utf-8") as handle:
+            for row in csv.DictReader(handle):
+                numbers = {k: as_float(row[k]) for k in row if k.endswith(PARTS + ("_db",))}
+                rows.append({**row, **numbers, "id": f"{condition}/{row['id']}",
+                             "condition": condition})  # fmt: skip
+        for example in read_json(sub / EXAMPLES_FILE):
+            path = f"{condition}/examples/{example['id']}"
+            examples.append({**example, "id": f"{condition}/{example['id']}", "path": path})
+    summary = test_summary(rows, metrics, loss=math.nan)
+    return write_report_page(
+        folder,
+        rows,
+        summary,
+        metrics,
+        examples,
+        checkpoint_key,
+        labels={**METRIC_LABELS, **(labels or {})},
+    )
 
 
 def write_example(folder, uid, signals, sr) -> None:
