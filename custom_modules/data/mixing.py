@@ -117,6 +117,10 @@ class RandomMixtureSampler:
         Bound on redraws per example.
     rir_cache_size : int
         Processed RIRs kept in memory.
+    noise_augmentation : callable or None
+        ``noise_augmentation(crop, rng) -> crop`` applied to every noise crop
+        before its RIR (e.g. ``noise_augmentation.RandomNoiseAugmentation``:
+        training only; the fixed sets are written without it).
 
     Example
     -------
@@ -154,6 +158,7 @@ class RandomMixtureSampler:
         max_attenuation_db=40.0,
         max_attempts=10,
         rir_cache_size=64,
+        noise_augmentation=None,
     ):
         if reverb_target not in REVERB_TARGETS:
             raise ValueError(
@@ -192,6 +197,7 @@ class RandomMixtureSampler:
         self.max_attenuation_db = float(max_attenuation_db)
         self.max_attempts = int(max_attempts)
         self.rir_cache_size = int(rir_cache_size)
+        self.noise_augmentation = noise_augmentation
         self._rir_cache = OrderedDict()
         self._rt60_cache = {}
         self.num_generated = 0
@@ -223,7 +229,15 @@ class RandomMixtureSampler:
 
     def describe(self) -> dict:
         """All parameters and the sub-samplers' descriptions (JSON-ready)."""
+        # Only when set, so that the digests of fixed sets written without it are unchanged.
+        augmentation = {}
+        if self.noise_augmentation is not None:
+            describe = getattr(self.noise_augmentation, "describe", None)
+            augmentation["noise_augmentation"] = (
+                describe() if describe else repr(self.noise_augmentation)
+            )
         return {
+            **augmentation,
             "class": type(self).__name__,
             "prob_rir_sig": self.prob_rir_sig,
             "prob_rir_noise": self.prob_rir_noise,
@@ -368,14 +382,18 @@ class RandomMixtureSampler:
         tried = []
         for attempt in range(1, self.max_attempts + 1):
             crop, crop_info = self.noise_sampler.sampler(return_info=True)
+            crop_db = crop_info["rms_db"]
+            if self.noise_augmentation is not None:
+                crop = self.noise_augmentation(crop, self.rng)
+                crop_db = eval_rms_db(crop)
             processed, rir_info = self._draw_rir(self.prob_rir_noise)
             if processed is None:
-                noise, noise_db = crop.astype(np.float64), crop_info["rms_db"]
+                noise, noise_db = crop.astype(np.float64), crop_db
             else:
                 nfft = processed["nfft"]
                 noise = self._convolve(scipy.fft.rfft(crop, nfft), processed["rir_spectrum"], nfft)
                 noise_db = eval_rms_db(noise)
-            if noise_db >= crop_info["rms_db"] - self.max_attenuation_db:
+            if noise_db >= crop_db - self.max_attenuation_db:
                 meta = {
                     "noise": crop_info["segments"],
                     "noise_rms_db": crop_info["rms_db"],

@@ -102,12 +102,14 @@ def build_mixer(hparams, split):
         split_manifest(hparams, "noise", split), data_root=root, crop_size_sec=crop, **weighting
     )
     rirs = hparams["rir_sampler"](split_manifest(hparams, "rir", split), data_root=root)
-    ranges = {}
+    options = {}
+    if split == "train" and hparams.get("train_noise_augmentation") is not None:
+        options["noise_augmentation"] = hparams["train_noise_augmentation"]
     if split != "train":  # the fixed sets may have their own ranges (eval_* keys)
         for key in EVAL_RANGE_KEYS:
             if f"eval_{key}" in hparams:
-                ranges[key] = hparams[f"eval_{key}"]
-    return hparams["mixer"](speech, noise, rirs, **ranges)
+                options[key] = hparams[f"eval_{key}"]
+    return hparams["mixer"](speech, noise, rirs, **options)
 
 
 def prepare_manifests(hparams):

@@ -59,6 +59,13 @@ class SpectralLoss(nn.Module):
         the STFT, so quiet and loud utterances weigh the same (mixtures drawn
         with a 30 dB range of levels would otherwise train on the loud ones
         only). Default False.
+    over_suppression_weight : float
+        Weight of the magnitude errors where the estimate is *below* the
+        target (speech removed), relative to 1 for those above it (noise
+        left): an asymmetric loss as in VoiceFilter-Lite (Wang et al.,
+        Interspeech 2020). MSE alone trades speech energy for noise removal
+        (the real-speech models sit 1.6-3.6 dB below the target in 0-4 kHz);
+        values above 1 push against that. Default 1.0 (symmetric).
 
     Example
     -------
@@ -80,8 +87,12 @@ class SpectralLoss(nn.Module):
         criterion=F.mse_loss,
         normalize_level=False,
         compress_exponent=1.0,
+        over_suppression_weight=1.0,
     ):
         super().__init__()
+        if over_suppression_weight <= 0:
+            raise ValueError(f"over_suppression_weight must be > 0, got {over_suppression_weight}")
+        self.over_suppression_weight = float(over_suppression_weight)
         if not 0.0 < compress_exponent <= 1.0:
             raise ValueError(f"compress_exponent must be in (0, 1], got {compress_exponent}")
         self.normalize_level = normalize_level
@@ -130,11 +141,15 @@ class SpectralLoss(nn.Module):
         frames = torch.arange(num_frames, device=lengths.device)
         return (frames.unsqueeze(0) < valid.unsqueeze(1)).float()
 
-    def _reduce(self, estimate, target, mask):
-        """Criterion, averaged over the frames that ``mask`` keeps (all if None)."""
-        if mask is None:
+    def _reduce(self, estimate, target, mask, weight=None):
+        """Criterion (times ``weight``), averaged over the frames ``mask`` keeps (all if None)."""
+        if mask is None and weight is None:
             return self.criterion(estimate, target)
         elementwise = self.criterion(estimate, target, reduction="none")
+        if weight is not None:
+            elementwise = elementwise * weight
+        if mask is None:
+            return elementwise.mean()
         # elementwise: (batch, freqs, frames[, 2]); the mask spreads over freqs (and re/im).
         trailing = (1,) * (elementwise.dim() - 3)
         mask = mask.reshape(mask.shape[0], 1, mask.shape[1], *trailing).expand_as(elementwise)
@@ -187,7 +202,12 @@ class SpectralLoss(nn.Module):
         complex_term = self._reduce(
             torch.view_as_real(spec_est), torch.view_as_real(spec_ref), mask
         )
-        magnitude_term = self._reduce(spec_est.abs(), spec_ref.abs(), mask)
+        mag_est, mag_ref = spec_est.abs(), spec_ref.abs()
+        weight = None
+        if self.over_suppression_weight != 1.0:
+            below = (mag_est < mag_ref).to(mag_est.dtype)
+            weight = 1.0 + (self.over_suppression_weight - 1.0) * below
+        magnitude_term = self._reduce(mag_est, mag_ref, mask, weight)
         total = self.mult_complex * complex_term + (1.0 - self.mult_complex) * magnitude_term
         return total, complex_term, magnitude_term
 

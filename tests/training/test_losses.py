@@ -259,3 +259,32 @@ def test_energy_conserving_loss_ignores_padding_and_is_twice_l1():
     assert total.item() == pytest.approx(2 * l1.item(), rel=1e-12)
     with pytest.raises(ValueError, match="must all be"):
         EnergyConservingLoss()(estimate, target, mixture[:, :10])
+
+
+@pytest.mark.parametrize("use_lengths", [False, True])
+def test_over_suppression_weight_penalises_estimates_below_the_target(use_lengths):
+    gen = torch.Generator().manual_seed(7)
+    target = torch.randn(2, 4000, generator=gen)
+    lengths = torch.tensor([1.0, 0.6]) if use_lengths else None
+    symmetric = SpectralLoss(n_fft=256, mult_complex=0.0)
+    weighted = SpectralLoss(n_fft=256, mult_complex=0.0, over_suppression_weight=3.0)
+    # Scaling the target by 0.5 leaves every magnitude below it, by 1.5 above it, by
+    # the same amount: only the estimate below the target pays three times more.
+    under, over = 0.5 * target, 1.5 * target
+    for loss in (symmetric, weighted):
+        assert torch.isclose(
+            loss(under, target, lengths)[0], symmetric(over, target, lengths)[0]
+        ) == (loss is symmetric)
+    torch.testing.assert_close(
+        weighted(under, target, lengths)[0], 3.0 * symmetric(under, target, lengths)[0]
+    )
+    torch.testing.assert_close(
+        weighted(over, target, lengths)[0], symmetric(over, target, lengths)[0]
+    )
+    # Weight 1 is the plain loss; a non-positive weight is refused.
+    torch.testing.assert_close(
+        SpectralLoss(n_fft=256, over_suppression_weight=1.0)(under, target)[0],
+        SpectralLoss(n_fft=256)(under, target)[0],
+    )
+    with pytest.raises(ValueError, match="over_suppression_weight"):
+        SpectralLoss(over_suppression_weight=0.0)
