@@ -36,15 +36,19 @@ products are memory-bound). Hence few, large ops and no redundant weights:
   convolution's bias is carried along the residual stream into the next
   layers' biases.
 
-* PReLU is exported branch-free (``_BranchFreePReLU``): onnxruntime's own
-  ``PRelu`` kernel branches per element and is several times slower on real,
-  changing data.
+* For the ONNX export (onnxruntime runs every node as a separate kernel
+  call): PReLU is written branch-free, as ``Max(x, x * slopes)`` when every
+  slope is <= 1 (``prelu_form``; onnxruntime's own ``PRelu`` branches per
+  element and is several times slower on real, changing data); constants of
+  elementwise ops are materialised at the full operand shape (``full``:
+  onnxruntime is several times slower broadcasting along a middle axis);
+  and the TCM paths stay (4, 1, H), so no reshape per layer.
 
 Per frame, the full configuration runs ~250 eager PyTorch ops (views
-included) or ~360 onnxruntime nodes (after graph optimisation); onnxruntime
-runs it two to three times faster than eager PyTorch, and the same step in C
-(``native.py``, ``native_step.c``, packed from this module's tensors) twice
-as fast again (see ``benchmarks/streaming.py`` and this package's README).
+included) or 276 onnxruntime nodes (``unet_cpu.yaml``: 158); onnxruntime
+runs it about three times faster than eager PyTorch, and the same step in C
+(``native.py``, ``native_step.c``, packed from this module's tensors) about
+1.8 times faster again (see ``benchmarks/streaming.py`` and this package's README).
 
 Example
 -------

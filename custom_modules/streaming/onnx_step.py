@@ -44,7 +44,6 @@ def export_step(
     level_decay=None,
     compress_exponent=1.0,
     estimate="mapping",
-    fold_affines: bool = True,
 ) -> bytes:
     """ONNX bytes of ``step`` with its streaming metadata (see module docstring).
 
@@ -60,10 +59,6 @@ def export_step(
         The model's power-law compression around the step (1.0: none).
     estimate : str
         What the step outputs: ``"mapping"`` (the spectrum) or ``"mask"``.
-    fold_affines : bool
-        Fold the decoders' normalisation affines into their
-        ``LayerNormalization`` nodes (``fold_layer_norm_affines``; the same
-        function, fewer nodes).
     """
     spec = torch.zeros(step.num_freqs, step.in_channels)
     past = torch.zeros(step.past_shape)
@@ -81,8 +76,6 @@ def export_step(
             verbose=False,
         )
     proto = program.model_proto
-    if fold_affines:
-        proto = fold_layer_norm_affines(proto)
     meta = {
         "format_version": FORMAT_VERSION,
         "sample_rate": int(sample_rate),
@@ -98,96 +91,6 @@ def export_step(
     entry.key, entry.value = METADATA_KEY, json.dumps(meta)
     proto.producer_name = "sb-enhance streaming export"
     return proto.SerializeToString()
-
-
-def fold_layer_norm_affines(proto):
-    """Fold ``Mul(LayerNormalization(x), a) + b`` (constants a, b) into the LayerNormalization.
-
-    The decoders normalise both decoders' features at once, (2, F, C), each
-    with its own affine: PyTorch's ``layer_norm`` takes only an affine of the
-    normalised shape, so the export writes it as two more nodes. ONNX defines
-    ``LayerNormalization``'s scale and bias by ordinary broadcasting (its
-    function body is ``Mul``/``Add``), and onnxruntime accepts a scale of the
-    input's shape: one node instead of three. Only a normalisation without
-    its own affine (scale all ones, no or zero bias) whose output feeds just
-    the ``Mul``, which feeds just the ``Add``, is folded. ``proto`` is
-    changed in place and returned.
-    """
-    import onnx
-    from onnx import numpy_helper
-
-    graph = proto.graph
-    nodes = list(graph.node)  # one wrapper per node, kept for the whole pass
-    constants = {t.name: t for t in graph.initializer}
-    shapes = {
-        info.name: [d.dim_value for d in info.type.tensor_type.shape.dim]
-        for info in onnx.shape_inference.infer_shapes(proto).graph.value_info
-    }
-    consumers = {}
-    for node in nodes:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    outputs = {o.name for o in graph.output}
-
-    def only_consumer(name, op_type):
-        users = consumers.get(name, [])
-        if name in outputs or len(users) != 1 or users[0].op_type != op_type:
-            return None
-        return users[0]
-
-    def constant_operand(node, other):
-        names = [n for n in node.input if n != other]
-        if len(names) != 1 or names[0] not in constants:
-            return None
-        return numpy_helper.to_array(constants[names[0]])
-
-    removed = set()
-    for index, norm in enumerate(nodes):
-        if norm.op_type != "LayerNormalization" or len(norm.input) < 2:
-            continue
-        if len(norm.output) != 1 or norm.input[1] not in constants:
-            continue
-        if not np.all(numpy_helper.to_array(constants[norm.input[1]]) == 1.0):
-            continue
-        if (
-            len(norm.input) > 2
-            and norm.input[2]
-            and (
-                norm.input[2] not in constants
-                or np.any(numpy_helper.to_array(constants[norm.input[2]]) != 0.0)
-            )
-        ):
-            continue
-        mul = only_consumer(norm.output[0], "Mul")
-        add = None if mul is None else only_consumer(mul.output[0], "Add")
-        if add is None:
-            continue
-        scale = constant_operand(mul, norm.output[0])
-        shift = constant_operand(add, mul.output[0])
-        shape = shapes.get(norm.input[0])
-        # Only constants of the input's full shape (what onnxruntime was checked with).
-        if scale is None or shift is None or not shape or min(shape) < 1:
-            continue
-        if list(scale.shape) != shape or list(shift.shape) != shape:
-            continue
-        names = [f"{norm.name or f'layer_norm_{index}'}_{part}" for part in ("scale", "bias")]
-        for name, value in zip(names, (scale, shift), strict=True):
-            graph.initializer.append(numpy_helper.from_array(value.astype(np.float32), name))
-        source = norm.input[0]
-        del norm.input[:]
-        norm.input.extend([source, *names])
-        norm.output[0] = add.output[0]  # the normalisation now writes the Add's output
-        removed.update([id(mul), id(add)])
-    if removed:
-        kept = [node for node in nodes if id(node) not in removed]
-        del graph.node[:]
-        graph.node.extend(kept)
-        used = {name for node in graph.node for name in node.input}
-        unused = [t for t in graph.initializer if t.name not in used]
-        for tensor in unused:
-            graph.initializer.remove(tensor)
-        onnx.checker.check_model(proto)
-    return proto
 
 
 def export_model(model, sample_rate: int = 16000) -> bytes:
