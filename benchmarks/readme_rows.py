@@ -79,7 +79,8 @@ def streaming_rows(report: dict) -> list:
     if steps:
         cells = "; ".join(
             f"`{config}`: onnx step {s['onnx_step_us']:.0f} us ({s['onnx_nodes']} nodes, "
-            f"one-node run {s['onnxruntime_run_floor_us']:.1f} us), native step "
+            f"one-node run {s['onnxruntime_run_floor_us']:.1f} us, each further node >= "
+            f"{s['onnxruntime_node_us']:.2f} us), native step "
             f"{s['native_step_us']:.0f} us, host side {s['host_us']:.0f} us per chunk; "
             f"1.5x needs an onnx step <= {s['onnx_budget_us']:.0f} us"
             for config, s in steps.items()

@@ -29,8 +29,8 @@ overlap-add), the real-time factor (total processing time / audio duration)
 by wall clock and by CPU time of this thread (the fairer figure on a shared
 machine), and the load average before and after; then where a chunk's CPU
 time goes (``step_breakdown``): the ONNX and native steps alone (the ONNX
-graph's node count and onnxruntime's cost of one run of a one-node graph
-beside them), the host side (everything but the step), and the ONNX step
+graph's node count, onnxruntime's cost of one run of a one-node graph and
+of each further node beside them), the host side (everything but the step), and the ONNX step
 time that 1.5x of native would allow. ``--profile`` adds the eager PyTorch
 ops and the onnxruntime node types that take the time.
 """
@@ -163,28 +163,41 @@ def _cpu_per_call(function, calls: int) -> float:
     return float(np.median(rounds))
 
 
-def onnxruntime_run_floor(calls: int = 2000) -> float:
-    """CPU microseconds of one onnxruntime run of a one-node graph (Identity, bound buffers)."""
-    import onnx
+def onnxruntime_dispatch(calls: int = 1000) -> tuple:
+    """onnxruntime's fixed costs, CPU microseconds: one run of a one-node graph, one more node.
+
+    Graphs of 1 and 101 chained ``Relu`` nodes on a (1, 64) tensor, bound
+    input and output buffers, no graph optimisation: the run of the first,
+    and the difference per node.
+    """
     import onnxruntime as ort
     from onnx import helper
 
     shape = [1, 64]
-    graph = helper.make_graph(
-        [helper.make_node("Identity", ["x"], ["y"])],
-        "floor",
-        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, shape)],
-        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, shape)],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
+    source, target = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
     options = ort.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1
-    session = ort.InferenceSession(model.SerializeToString(), options, ["CPUExecutionProvider"])
-    source, target = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
-    binding = session.io_binding()
-    binding.bind_input("x", "cpu", 0, np.float32, shape, source.ctypes.data)
-    binding.bind_output("y", "cpu", 0, np.float32, shape, target.ctypes.data)
-    return _cpu_per_call(lambda: session.run_with_iobinding(binding), calls)
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    costs = []
+    for length in (1, 101):
+        names = ["x", *(f"t{i}" for i in range(length - 1)), "y"]
+        graph = helper.make_graph(
+            [
+                helper.make_node("Relu", [a], [b])
+                for a, b in zip(names[:-1], names[1:], strict=True)
+            ],
+            "chain",
+            [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, shape)],
+            [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, shape)],
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
+        session = ort.InferenceSession(model.SerializeToString(), options, ["CPUExecutionProvider"])
+        binding = session.io_binding()
+        binding.bind_input("x", "cpu", 0, np.float32, shape, source.ctypes.data)
+        binding.bind_output("y", "cpu", 0, np.float32, shape, target.ctypes.data)
+        run = session.run_with_iobinding
+        costs.append(_cpu_per_call(lambda run=run, binding=binding: run(binding), calls))
+    return costs[0], (costs[1] - costs[0]) / 100
 
 
 def step_breakdown(enhancers: dict, num_nodes: int, signal: np.ndarray, calls: int = 300) -> dict:
@@ -211,13 +224,15 @@ def step_breakdown(enhancers: dict, num_nodes: int, signal: np.ndarray, calls: i
         lambda: enhancer.process_chunk(chunks[next(position) % len(chunks)]), calls
     )
     enhancer.runner = native_runner
+    run_us, node_us = onnxruntime_dispatch()
     return {
         "onnx_nodes": num_nodes,
+        "onnxruntime_run_floor_us": run_us,
+        "onnxruntime_node_us": node_us,
         "onnx_step_us": onnx_us,
         "native_step_us": native_us,
         "host_us": host_us,
         "onnx_budget_us": ONNX_WITHIN * (host_us + native_us) - host_us,
-        "onnxruntime_run_floor_us": onnxruntime_run_floor(),
     }
 
 
@@ -351,7 +366,8 @@ def main(argv=None) -> dict:
         rows["step"] = step = step_breakdown(enhancers, nodes, signal)
         print(
             f"  CPU per call: onnx step {step['onnx_step_us']:.1f} us ({nodes} onnxruntime nodes; "
-            f"one-node run {step['onnxruntime_run_floor_us']:.1f} us), native step "
+            f"one-node run {step['onnxruntime_run_floor_us']:.1f} us, each further node "
+            f">= {step['onnxruntime_node_us']:.2f} us), native step "
             f"{step['native_step_us']:.1f} us, host side {step['host_us']:.1f} us per chunk; "
             f"onnx/native 1.5x needs an onnx step <= {step['onnx_budget_us']:.1f} us\n"
         )
