@@ -253,13 +253,12 @@ class FusedUNetStep(nn.Module):
             scale, shift, out_eps, out_normalise = norm_affine(norm)
             out_w = conv.weight.detach()[:, :, 0]  # (B, 2H)
             normalise_flags.update([out_normalise, *(a[3] for a in affines)])
+            path_slopes = torch.stack([prelu_slopes(seq[0], hidden) for seq in paths])[:, None]
             self.tcm_layers.append(
                 (
                     in_b[None, :],
                     in_w.T.contiguous(),  # (B, H)
-                    torch.stack([prelu_slopes(seq[0], hidden) for seq in paths])[
-                        :, None
-                    ],  # (4, 1, H)
+                    path_slopes,  # (4, 1, H)
                     affines[0][2],
                     torch.stack(w_now),  # newest tap (4, H_in, H_out)
                     prelu_slopes(prelu, 2 * hidden),
