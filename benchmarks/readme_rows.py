@@ -75,6 +75,20 @@ def streaming_rows(report: dict) -> list:
             for name, ratio in results["ratios"].items()
         )
         rows.append(f"| streaming ratios (CPU time) | {cells} | {_command(report)} |")
+    steps = {c: paths["step"] for c, paths in results["configs"].items() if "step" in paths}
+    if steps:
+        cells = "; ".join(
+            f"`{config}`: onnx step {s['onnx_step_us']:.0f} us ({s['onnx_nodes']} nodes, "
+            f"one-node run {s['onnxruntime_run_floor_us']:.1f} us, each further node >= "
+            f"{s['onnxruntime_node_us']:.2f} us), native step "
+            f"{s['native_step_us']:.0f} us, host side {s['host_us']:.0f} us per chunk; "
+            f"1.5x needs an onnx step <= {s['onnx_budget_us']:.0f} us"
+            for config, s in steps.items()
+        )
+        rows.append(
+            f"| where a chunk's CPU time goes (same run) | {cells}; {_machine(report)} "
+            f"| {_command(report)} |"
+        )
     return rows
 
 

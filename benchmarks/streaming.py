@@ -27,8 +27,12 @@ Printed per configuration and path: median and 99th-percentile processing
 time per chunk (wall clock, everything included: STFT, level, step, history,
 overlap-add), the real-time factor (total processing time / audio duration)
 by wall clock and by CPU time of this thread (the fairer figure on a shared
-machine), and the load average before and after. ``--profile`` adds the
-eager PyTorch ops and the onnxruntime node types that take the time.
+machine), and the load average before and after; then where a chunk's CPU
+time goes (``step_breakdown``): the ONNX and native steps alone (the ONNX
+graph's node count, onnxruntime's cost of one run of a one-node graph and
+of each further node beside them), the host side (everything but the step), and the ONNX step
+time that 1.5x of native would allow. ``--profile`` adds the eager PyTorch
+ops and the onnxruntime node types that take the time.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 
 from benchmarks import _peers
@@ -142,6 +147,92 @@ def time_peer(peer, signal: np.ndarray) -> dict:
         "resample_rtf_cpu": resample_cpu / seconds,
         "frame_samples": frame,
         "rate": rate,
+    }
+
+
+def _cpu_per_call(function, calls: int) -> float:
+    """Median CPU microseconds per call of ``function()`` over 5 rounds (after a warm-up)."""
+    for _ in range(calls // 10 + 1):
+        function()
+    rounds = []
+    for _ in range(5):
+        start = time.thread_time()
+        for _ in range(calls):
+            function()
+        rounds.append((time.thread_time() - start) / calls * 1e6)
+    return float(np.median(rounds))
+
+
+def onnxruntime_dispatch(calls: int = 1000) -> tuple:
+    """onnxruntime's fixed costs, CPU microseconds: one run of a one-node graph, one more node.
+
+    Graphs of 1 and 101 chained ``Relu`` nodes on a (1, 64) tensor, bound
+    input and output buffers, no graph optimisation: the run of the first,
+    and the difference per node.
+    """
+    import onnxruntime as ort
+    from onnx import helper
+
+    shape = [1, 64]
+    source, target = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    costs = []
+    for length in (1, 101):
+        names = ["x", *(f"t{i}" for i in range(length - 1)), "y"]
+        graph = helper.make_graph(
+            [
+                helper.make_node("Relu", [a], [b])
+                for a, b in zip(names[:-1], names[1:], strict=True)
+            ],
+            "chain",
+            [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, shape)],
+            [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, shape)],
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
+        session = ort.InferenceSession(model.SerializeToString(), options, ["CPUExecutionProvider"])
+        binding = session.io_binding()
+        binding.bind_input("x", "cpu", 0, np.float32, shape, source.ctypes.data)
+        binding.bind_output("y", "cpu", 0, np.float32, shape, target.ctypes.data)
+        run = session.run_with_iobinding
+        costs.append(_cpu_per_call(lambda run=run, binding=binding: run(binding), calls))
+    return costs[0], (costs[1] - costs[0]) / 100
+
+
+def step_breakdown(enhancers: dict, num_nodes: int, signal: np.ndarray, calls: int = 300) -> dict:
+    """Where a chunk's CPU time goes: the step of each backend alone, and the host side.
+
+    The steps run on a random frame and state; the host side (STFT, level,
+    history, overlap-add, checks) is the chunk loop with a step that returns
+    fixed arrays. ``onnx_budget_us`` is the ONNX step time that would put the
+    ONNX chunk at 1.5x the native chunk.
+    """
+    rng = np.random.default_rng(1)
+    onnx_runner, native_runner = enhancers["onnx"].runner, enhancers["native"].runner
+    past = rng.standard_normal(enhancers["native"].history.past_shape).astype(np.float32)
+    spec = rng.standard_normal((enhancers["native"].stft.n_fft // 2 + 1, 2)).astype(np.float32)
+    onnx_us = _cpu_per_call(lambda: onnx_runner(spec, past), calls)
+    native_us = _cpu_per_call(lambda: native_runner(spec, past), calls)
+    enhancer = enhancers["native"]
+    fixed = tuple(a.copy() for a in native_runner(spec, past))
+    enhancer.runner = lambda spec, past: fixed
+    hop = enhancer.chunk_size
+    chunks = signal[: signal.size // hop * hop].reshape(-1, hop)
+    position = iter(range(10**12))
+    host_us = _cpu_per_call(
+        lambda: enhancer.process_chunk(chunks[next(position) % len(chunks)]), calls
+    )
+    enhancer.runner = native_runner
+    run_us, node_us = onnxruntime_dispatch()
+    return {
+        "onnx_nodes": num_nodes,
+        "onnxruntime_run_floor_us": run_us,
+        "onnxruntime_node_us": node_us,
+        "onnx_step_us": onnx_us,
+        "native_step_us": native_us,
+        "host_us": host_us,
+        "onnx_budget_us": ONNX_WITHIN * (host_us + native_us) - host_us,
     }
 
 
@@ -247,9 +338,14 @@ def main(argv=None) -> dict:
         gmacs = macs_per_second(model) / 1e9
         print(f"{config}: {gmacs:.2f} GMAC per second of audio")
         print(header)
-        rows = {}
+        rows, enhancers = {}, {}
+        proto = export_model(model)
         for backend in BACKENDS:
-            enhancer = StreamingEnhancer.from_model(model, backend=backend)
+            if backend == "onnx":  # what from_model(backend="onnx") does, keeping the graph
+                enhancer = StreamingEnhancer.from_onnx(proto)
+            else:
+                enhancer = StreamingEnhancer.from_model(model, backend=backend)
+            enhancers[backend] = enhancer
             rows[backend] = time_streaming(enhancer, signal)
             row = rows[backend]
             print(
@@ -264,7 +360,16 @@ def main(argv=None) -> dict:
         row = rows["offline"]
         print(
             f"{config:14s} {'offline':14s} {'':>10s} {'':>8s} "
-            f"{row['rtf']:7.4f} {row['rtf_cpu']:9.4f}\n"
+            f"{row['rtf']:7.4f} {row['rtf_cpu']:9.4f}"
+        )
+        nodes = len(onnx.load_from_string(proto).graph.node)
+        rows["step"] = step = step_breakdown(enhancers, nodes, signal)
+        print(
+            f"  CPU per call: onnx step {step['onnx_step_us']:.1f} us ({nodes} onnxruntime nodes; "
+            f"one-node run {step['onnxruntime_run_floor_us']:.1f} us, each further node "
+            f">= {step['onnxruntime_node_us']:.2f} us), native step "
+            f"{step['native_step_us']:.1f} us, host side {step['host_us']:.1f} us per chunk; "
+            f"onnx/native 1.5x needs an onnx step <= {step['onnx_budget_us']:.1f} us\n"
         )
         results[config] = rows
 

@@ -40,9 +40,9 @@ def test_streaming_benchmark_times_every_backend_the_offline_model_and_peers(cap
     assert report["results"] == json.loads(json.dumps(results))
     assert report["threads"] == 1
     rows = report["results"]["configs"]["unet_cpu.yaml"]
-    assert set(rows) == {"eager", "onnx", "native", "offline"}
-    for name, row in rows.items():
-        assert positive(row["rtf"]) and positive(row["rtf_cpu"]), name
+    assert set(rows) == {"eager", "onnx", "native", "offline", "step"}
+    for name in ("eager", "onnx", "native", "offline"):
+        assert positive(rows[name]["rtf"]) and positive(rows[name]["rtf_cpu"]), name
     for backend in ("eager", "onnx", "native"):
         assert 0 < rows[backend]["median_ms"] <= rows[backend]["p99_ms"]
     assert "unet_cpu.yaml  native" in printed
@@ -61,8 +61,16 @@ def test_streaming_benchmark_times_every_backend_the_offline_model_and_peers(cap
                 + min(("eager", "onnx", "native"), key=lambda b: rows[b]["rtf_cpu"])
             ]["cpu"]
         )
+    step = rows["step"]  # where the time goes: the steps alone and the host side
+    assert step["onnx_nodes"] > 0 and all(
+        positive(step[k]) for k in ("onnx_step_us", "native_step_us", "host_us")
+    )
+    assert step["onnx_budget_us"] == pytest.approx(
+        1.5 * (step["host_us"] + step["native_step_us"]) - step["host_us"]
+    )
     table = "\n".join(readme_rows.main([str(out)]))
     assert f"native {rows['native']['rtf_cpu']:.4f}" in table
+    assert f"{step['onnx_nodes']} nodes" in table
     assert report["machine_before"]["cpu_model"] in table
     for name, message in skipped.items():
         assert _peers.PEERS[name][0] in message and "venv.sh --bench" in message

@@ -36,15 +36,19 @@ products are memory-bound). Hence few, large ops and no redundant weights:
   convolution's bias is carried along the residual stream into the next
   layers' biases.
 
-* PReLU is exported branch-free (``_BranchFreePReLU``): onnxruntime's own
-  ``PRelu`` kernel branches per element and is several times slower on real,
-  changing data.
+* For the ONNX export (onnxruntime runs every node as a separate kernel
+  call): PReLU is written branch-free, as ``Max(x, x * slopes)`` when every
+  slope is <= 1 (``prelu_form``; onnxruntime's own ``PRelu`` branches per
+  element and is several times slower on real, changing data); constants of
+  elementwise ops are materialised at the full operand shape (``full``:
+  onnxruntime is several times slower broadcasting along a middle axis);
+  and the TCM paths stay (4, 1, H), so no reshape per layer.
 
 Per frame, the full configuration runs ~250 eager PyTorch ops (views
-included) or ~360 onnxruntime nodes (after graph optimisation); onnxruntime
-runs it two to three times faster than eager PyTorch, and the same step in C
-(``native.py``, ``native_step.c``, packed from this module's tensors) twice
-as fast again (see ``benchmarks/streaming.py`` and this package's README).
+included) or 276 onnxruntime nodes (``unet_cpu.yaml``: 158); onnxruntime
+runs it about three times faster than eager PyTorch, and the same step in C
+(``native.py``, ``native_step.c``, packed from this module's tensors) about
+1.8 times faster again (see ``benchmarks/streaming.py`` and this package's README).
 
 Example
 -------
@@ -75,26 +79,31 @@ from custom_modules.streaming.folding import (
 PATHS_PER_TCM = 4  # two gated branches, each a main and a gate convolution
 
 
-class _BranchFreePReLU(torch.autograd.Function):
-    """PReLU exported as ``Relu(x) + Min(x, 0) * slopes`` (slopes may broadcast against x).
+def prelu_form(slopes: torch.Tensor) -> str:
+    """How ``prelu`` writes a PReLU with these slopes in an ONNX export.
 
-    onnxruntime's ``PRelu`` kernel branches on every element's sign: on real,
-    changing data it runs several times slower than these vectorised ops
-    (measured: 56 vs 13 microseconds on a (2, 79, 64) tensor).
+    ``"max"`` (every slope <= 1): ``Max(x, x * slopes)``; ``"min"`` (every
+    slope >= 1): ``Min(x, x * slopes)``; ``"mixed"``: ``Relu(x) + Min(x, 0) *
+    slopes``. The first two are exact (for ``s <= 1``: ``x >= s x`` when
+    ``x >= 0``, ``s x >= x`` when ``x < 0``) and two nodes instead of four.
+
+    Example
+    -------
+    >>> prelu_form(torch.tensor([0.25, -0.1])), prelu_form(torch.tensor([0.5, 1.5]))
+    ('max', 'mixed')
     """
-
-    @staticmethod
-    def forward(ctx, x, slopes):
-        return torch.addcmul(F.relu(x), slopes, x.clamp(max=0))
-
-    @staticmethod
-    def symbolic(g, x, slopes):
-        zero = g.op("Constant", value_t=torch.tensor(0.0))
-        return g.op("Add", g.op("Relu", x), g.op("Mul", g.op("Min", x, zero), slopes))
+    if bool((slopes <= 1).all()):
+        return "max"
+    return "min" if bool((slopes >= 1).all()) else "mixed"
 
 
-def prelu(x: torch.Tensor, slopes: torch.Tensor) -> torch.Tensor:
+def prelu(x: torch.Tensor, slopes: torch.Tensor, form: str = "mixed") -> torch.Tensor:
     """``max(x, 0) + slopes * min(x, 0)``; slopes broadcast (``F.prelu`` needs 1-D slopes).
+
+    In an ONNX export the PReLU is written branch-free, in the ``form`` of
+    ``prelu_form(slopes)``: onnxruntime's own ``PRelu`` kernel branches on
+    every element's sign and runs several times slower on real, changing data
+    (measured: 56 vs 13 microseconds on a (2, 79, 64) tensor).
 
     Example
     -------
@@ -103,10 +112,30 @@ def prelu(x: torch.Tensor, slopes: torch.Tensor) -> torch.Tensor:
             [-4.,  3.]])
     """
     if torch.onnx.is_in_onnx_export():
-        return _BranchFreePReLU.apply(x, slopes)
+        if form == "max":
+            return torch.maximum(x, x * slopes)
+        if form == "min":
+            return torch.minimum(x, x * slopes)
+        return torch.addcmul(F.relu(x), slopes, x.clamp(max=0))
     if slopes.dim() == 1 and x.dim() == 2 and x.shape[1] == slopes.numel():
         return F.prelu(x, slopes)  # one op in eager PyTorch
     return torch.addcmul(F.relu(x), slopes, x.clamp(max=0))
+
+
+def full(constant: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``constant`` broadcast to ``like``'s shape, materialised in an ONNX export.
+
+    onnxruntime's elementwise kernels are several times slower with an operand
+    broadcast along a middle axis (a (2, 1, C) bias on (2, F, C)) than with
+    equal shapes; the export folds the expanded constant into a full-size
+    initializer. In eager PyTorch the constant is returned as is (broadcast).
+
+    Example
+    -------
+    >>> full(torch.ones(2, 1, 3), torch.zeros(2, 4, 3)).shape  # eager: unchanged
+    torch.Size([2, 1, 3])
+    """
+    return constant.expand(like.shape) if torch.onnx.is_in_onnx_export() else constant
 
 
 class FusedUNetStep(nn.Module):
@@ -151,6 +180,14 @@ class FusedUNetStep(nn.Module):
             self._build_encoder(engine)
             self._build_bottleneck(engine)
             self._build_decoders(engine)
+        # How each PReLU is exported (see prelu_form), per layer and in forward's order.
+        self.prelu_forms = {
+            "encoder": [prelu_form(layer[4]) for layer in self.encoder_layers],
+            "tcm": [(prelu_form(layer[2]), prelu_form(layer[5])) for layer in self.tcm_layers],
+            "decoder": [
+                None if layer[5] is None else prelu_form(layer[5]) for layer in self.decoder_layers
+            ],
+        }
 
     # ---- construction ---------------------------------------------------------------------
 
@@ -216,11 +253,12 @@ class FusedUNetStep(nn.Module):
             scale, shift, out_eps, out_normalise = norm_affine(norm)
             out_w = conv.weight.detach()[:, :, 0]  # (B, 2H)
             normalise_flags.update([out_normalise, *(a[3] for a in affines)])
+            path_slopes = torch.stack([prelu_slopes(seq[0], hidden) for seq in paths])[:, None]
             self.tcm_layers.append(
                 (
                     in_b[None, :],
                     in_w.T.contiguous(),  # (B, H)
-                    torch.stack([prelu_slopes(seq[0], hidden) for seq in paths]),  # (4, H)
+                    path_slopes,  # (4, 1, H)
                     affines[0][2],
                     torch.stack(w_now),  # newest tap (4, H_in, H_out)
                     prelu_slopes(prelu, 2 * hidden),
@@ -301,19 +339,21 @@ class FusedUNetStep(nn.Module):
     def forward(self, spec: torch.Tensor, past: torch.Tensor):
         """(num_freqs, in_channels), past -> (num_freqs, 2), present (see class docstring)."""
         hidden, paths = self.tcm_hidden, PATHS_PER_TCM
+        forms = self.prelu_forms
 
         # Encoder, frequency-major (freqs, channels), and the decoders' skip inputs.
         x = spec
         skips = []
-        for (index, weight, bias, affine, slopes), (skip_b, skip_w) in zip(
-            self.encoder_layers, self.skip_layers, strict=True
+        for (index, weight, bias, affine, slopes), (skip_b, skip_w), form in zip(
+            self.encoder_layers, self.skip_layers, forms["encoder"], strict=True
         ):
             patches = x.index_select(0, index).view(-1, weight.shape[0])
             x = torch.addmm(bias, patches, weight)
             if affine is not None:
                 x = F.layer_norm(x, *affine)
-            x = prelu(x, slopes)
-            skips.append(torch.baddbmm(skip_b, x.expand(2, -1, -1), skip_w))  # (2, F, C)
+            x = prelu(x, full(slopes, x), form)
+            skip = torch.matmul(x, skip_w)  # (2, F, C): x broadcast, no copy
+            skips.append(skip + full(skip_b, skip))
 
         # Bottleneck: TCMs between the two projections.
         x = torch.addmm(self.proj_in[0], x.reshape(1, -1), self.proj_in[1])
@@ -322,16 +362,18 @@ class FusedUNetStep(nn.Module):
         )  # (layers * 4, 1, H)
         presents = []
         # split, not unbind: (4, 1, H) views, no squeeze per layer in the ONNX graph
-        for layer, past_term in zip(self.tcm_layers, past_terms.split(paths), strict=True):
+        for layer, past_term, (form, out_form) in zip(
+            self.tcm_layers, past_terms.split(paths), forms["tcm"], strict=True
+        ):
             in_b, in_w, slopes, eps, w_now, out_slopes, out_eps, out_w = layer
             h = torch.addmm(in_b, x, in_w)  # (1, H): input conv, shared by the paths
-            u = prelu(h, slopes)  # (4, H): PReLU per path
+            u = prelu(h, slopes, form)  # (4, 1, H): PReLU per path
             if self.tcm_normalise:
                 u = F.layer_norm(u, (hidden,), eps=eps)  # per path; affine folded
             presents.append(u)
-            conv = torch.baddbmm(past_term, u.view(paths, 1, hidden), w_now)
+            conv = torch.baddbmm(past_term, u, w_now)
             # Paths main 1, main 2, gate 1, gate 2 -> main * sigmoid(gate) per branch.
-            gated = prelu(F.glu(conv, dim=0).view(1, -1), out_slopes)
+            gated = prelu(F.glu(conv, dim=0).view(1, -1), out_slopes, out_form)
             if self.tcm_normalise:
                 gated = F.layer_norm(gated, (2 * hidden,), eps=out_eps)
             x = torch.addmm(x, gated, out_w)
@@ -343,15 +385,17 @@ class FusedUNetStep(nn.Module):
         ):
             u = F.pad(y + skips[self.num_layers - 1 - level], (0, 0, 0, 1))  # + a zero row
             patches = u.index_select(1, index).view(2, -1, weight.shape[1])
-            channels = 1 if slopes is None else slopes.shape[2]
-            # (2, M, stride * C_out) read as (2, M * stride, C_out): natural frequency order.
-            y = torch.baddbmm(bias, patches, weight).view(2, -1, channels)[:, :out_size]
+            y = torch.matmul(patches, weight)
+            y = y + full(bias, y)
             if slopes is None:  # output layer: one channel per decoder (real, imaginary)
-                enhanced = y.reshape(2, out_size).t().contiguous()  # (freqs, 2)
+                enhanced = y.view(2, -1)[:, :out_size].t().contiguous()  # (freqs, 2)
                 return enhanced, torch.cat(presents).view(self.present_shape)
+            # (2, M, stride * C_out) read as (2, M * stride, C_out): natural frequency order.
+            channels = slopes.shape[2]
+            y = y.view(2, -1, channels)[:, :out_size]
             if affine is not None:
                 scale, shift, eps = affine
                 normalised = F.layer_norm(y, (out_size, channels), eps=eps)
-                y = torch.addcmul(shift, normalised, scale)
-            y = prelu(y, slopes)  # slopes per decoder and channel
+                y = torch.addcmul(full(shift, y), normalised, full(scale, y))
+            y = prelu(y, full(slopes, y), forms["decoder"][level])  # slopes per decoder and channel
         raise AssertionError("unreachable: the last decoder layer returns")

@@ -4,7 +4,7 @@
 one float32 array (and the layer sizes and gather indices into one int32
 "plan"), compiles ``native_step.c`` with the system C compiler on first use
 and runs one frame per call: the same function as the eager and ONNX
-backends, one call instead of ~360 onnxruntime nodes (see the package
+backends, one call instead of 158-276 onnxruntime nodes (see the package
 README for the measured speed).
 
 The shared library is cached in ``$SBE_NATIVE_CACHE`` (default

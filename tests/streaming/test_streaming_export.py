@@ -129,3 +129,40 @@ def test_exported_graph_is_deterministic_and_self_contained():
         )
     np.testing.assert_allclose(enhanced, expected.numpy(), atol=1e-5)
     np.testing.assert_allclose(present, expected_present.numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "form", "node"),
+    [(-0.5, 1.0, "max", "Max"), (1.0, 2.0, "min", "Min"), (-0.5, 1.5, "mixed", "Relu")],
+)
+def test_exported_prelu_forms_equal_the_pytorch_step(low, high, form, node):
+    """Slopes <= 1 export as Max(x, x*s), >= 1 as Min(x, x*s), mixed as Relu + Min*s: all exact."""
+    engine = random_engine(ENGINE_CONFIGS["small"], seed=4)
+    generator = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for module in engine.modules():
+            if isinstance(module, torch.nn.PReLU):
+                module.weight.copy_(
+                    low + (high - low) * torch.rand(module.weight.shape, generator=generator)
+                )
+    model = ComplexSpectralMapping(engine, level_normalization=True).eval()
+    from custom_modules.streaming import FusedUNetStep
+
+    step = FusedUNetStep(engine)
+    forms = step.prelu_forms
+    used = set(forms["encoder"]) | {f for pair in forms["tcm"] for f in pair}
+    used |= set(forms["decoder"]) - {None}
+    assert form in used and (form == "mixed" or used == {form})  # mixed: most layers
+    proto = export_model(model)
+    op_types = {n.op_type for n in onnx.load_from_string(proto).graph.node}
+    assert node in op_types and "PRelu" not in op_types and "Expand" not in op_types
+    runner, meta = onnx_runner(proto)
+    rng = np.random.default_rng(1)
+    for _ in range(3):  # random frames and states: both signs at every PReLU
+        spec = rng.standard_normal((161, 2)).astype(np.float32)
+        past = rng.standard_normal(meta["past_shape"]).astype(np.float32)
+        enhanced, present = runner(spec, past)
+        with torch.inference_mode():
+            expected, expected_present = step(torch.from_numpy(spec), torch.from_numpy(past))
+        np.testing.assert_allclose(enhanced, expected.numpy(), atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(present, expected_present.numpy(), atol=1e-5, rtol=1e-5)
