@@ -18,8 +18,22 @@ the shape matters.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import scipy.fft
+
+
+@functools.lru_cache(maxsize=8)
+def _log_grid(num_samples: int, sr: int, min_freq: float, num_bands: int):
+    """Log-frequency of every rfft bin (floored at ``min_freq``) and of the anchors.
+
+    Cached: training crops all have one length, so the mixer's hot path
+    computes the grid once.
+    """
+    freqs = np.fft.rfftfreq(num_samples, 1.0 / sr)
+    anchors = np.geomspace(min_freq, sr / 2, num_bands + 1)
+    return np.log(np.maximum(freqs, min_freq)), np.log(anchors)
 
 
 class RandomNoiseAugmentation:
@@ -99,10 +113,8 @@ class RandomNoiseAugmentation:
         >>> curve.shape, float(curve[500]), round(float(curve[4000]), 6), float(curve[8000])
         ((8001,), 0.0, 8.0, 12.0)
         """
-        freqs = np.fft.rfftfreq(num_samples, 1.0 / self.sr)
-        anchors = np.geomspace(self.min_freq, self.sr / 2, self.num_bands + 1)
-        log_freqs = np.log(np.maximum(freqs, self.min_freq))
-        return np.interp(log_freqs, np.log(anchors), anchor_gains_db)
+        log_freqs, log_anchors = _log_grid(num_samples, self.sr, self.min_freq, self.num_bands)
+        return np.interp(log_freqs, log_anchors, anchor_gains_db)
 
     def __call__(self, crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """The augmented crop (float64, same length); ``crop`` itself when unchanged."""
