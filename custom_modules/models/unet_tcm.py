@@ -299,41 +299,6 @@ class ResizeConvTranspose2d(nn.Module):
 
 DECODER_UPSAMPLING = ("transposed", "resize")
 ESTIMATES = ("mapping", "mask")
-# What the engine reads per bin: the (compressed) real and imaginary parts, plus,
-# with "complex_magnitude", their magnitude raised to MAGNITUDE_FEATURE_EXPONENT.
-INPUT_FEATURES = {"complex": 2, "complex_magnitude": 3}
-MAGNITUDE_FEATURE_EXPONENT = 0.3
-
-
-def input_channels(input_features: str) -> int:
-    """Engine input channels for ``input_features`` (a key of ``INPUT_FEATURES``).
-
-    Example
-    -------
-    >>> input_channels("complex"), input_channels("complex_magnitude")
-    (2, 3)
-    """
-    if input_features not in INPUT_FEATURES:
-        raise ValueError(
-            f"input_features must be one of {sorted(INPUT_FEATURES)}, got {input_features!r}"
-        )
-    return INPUT_FEATURES[input_features]
-
-
-def magnitude_feature(spec: torch.Tensor) -> torch.Tensor:
-    """Power-law compressed magnitude of a real/imag spectrum: (batch, 2, ...) -> (batch, 1, ...).
-
-    Real and imaginary parts swing with the phase; their magnitude, compressed so
-    that quiet speech bins are not tens of dB below loud ones, is a phase-free
-    cue of where speech is, which a small engine otherwise has to learn to form.
-
-    Example
-    -------
-    >>> magnitude_feature(torch.tensor([[[3.0], [4.0]]]))  # |3 + 4j| ** 0.3
-    tensor([[[1.6207]]])
-    """
-    power = spec.pow(2).sum(dim=1, keepdim=True)
-    return power.add(COMPRESS_FLOOR).pow(MAGNITUDE_FEATURE_EXPONENT / 2)
 
 
 def complex_multiply(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -567,10 +532,6 @@ class ComplexSpectralMapping(nn.Module):
         estimate is ``M * X`` (complex product with the engine's input), so
         "let the input through" is easy to represent and learning starts from
         suppression rather than from synthesis.
-    input_features : str
-        ``"complex"`` (default): the engine reads the real and imaginary parts.
-        ``"complex_magnitude"``: also their magnitude (:func:`magnitude_feature`);
-        the engine must then have ``in_channels=3`` (:func:`input_channels`).
 
     Example
     -------
@@ -594,17 +555,8 @@ class ComplexSpectralMapping(nn.Module):
         norm_time_constant_frames=100.0,
         compress_exponent=1.0,
         estimate="mapping",
-        input_features="complex",
     ):
         super().__init__()
-        channels = input_channels(input_features)
-        engine_channels = getattr(engine, "in_channels", channels)
-        if engine_channels != channels:
-            raise ValueError(
-                f"input_features={input_features!r} gives {channels} engine input channels, "
-                f"but the engine has in_channels={engine_channels}"
-            )
-        self.input_features = input_features
         if estimate not in ESTIMATES:
             raise ValueError(f"estimate must be one of {ESTIMATES}, got {estimate!r}")
         self.estimate = estimate
@@ -706,10 +658,7 @@ class ComplexSpectralMapping(nn.Module):
     def map_spectrum(self, spec: torch.Tensor) -> torch.Tensor:
         """The engine between compression and expansion (level-normalised spectra)."""
         spec = self.compress(spec, self.compress_exponent)
-        if self.input_features == "complex_magnitude":
-            out = self.engine(torch.cat([spec, magnitude_feature(spec)], dim=1))
-        else:
-            out = self.engine(spec)
+        out = self.engine(spec)
         if self.estimate == "mask":
             out = complex_multiply(out, spec)
         return self.compress(out, 1.0 / self.compress_exponent)

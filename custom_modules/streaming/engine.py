@@ -46,13 +46,7 @@ import warnings
 import numpy as np
 import torch
 
-from custom_modules.models.unet_tcm import (
-    COMPRESS_CEILING,
-    COMPRESS_FLOOR,
-    LEVEL_FLOOR,
-    MAGNITUDE_FEATURE_EXPONENT,
-    input_channels,
-)
+from custom_modules.models.unet_tcm import COMPRESS_CEILING, COMPRESS_FLOOR, LEVEL_FLOOR
 from custom_modules.streaming.fused import FusedUNetStep
 from custom_modules.streaming.history import TcmHistory
 from custom_modules.streaming.stft import StreamingISTFT, StreamingSTFT
@@ -152,9 +146,6 @@ class StreamingEnhancer:
         The model's power-law compression around the engine (1.0: none).
     estimate : str
         What the engine outputs: ``"mapping"`` (the spectrum) or ``"mask"``.
-    input_features : str
-        What the engine reads: ``"complex"`` or ``"complex_magnitude"`` (see
-        ``custom_modules.models.unet_tcm.magnitude_feature``).
     """
 
     def __init__(
@@ -168,12 +159,9 @@ class StreamingEnhancer:
         level=None,
         compress_exponent=1.0,
         estimate="mapping",
-        input_features="complex",
     ):
         self.runner = runner
         self.estimate = estimate
-        input_channels(input_features)  # a clear error for an unknown name
-        self.input_features = input_features
         self.history = history
         self.level = level
         self.compress_exponent = float(compress_exponent)
@@ -225,7 +213,6 @@ class StreamingEnhancer:
             level=None if level_decay is None else RunningLevel(level_decay),
             compress_exponent=getattr(model, "compress_exponent", 1.0),
             estimate=getattr(model, "estimate", "mapping"),
-            input_features=getattr(model, "input_features", "complex"),
             **framing,
         )
 
@@ -273,7 +260,6 @@ class StreamingEnhancer:
             level=None if meta["level_decay"] is None else RunningLevel(meta["level_decay"]),
             compress_exponent=meta.get("compress_exponent", 1.0),
             estimate=meta.get("estimate", "mapping"),
-            input_features=meta.get("input_features", "complex"),
         )
 
     # ---- properties -----------------------------------------------------------------------
@@ -320,12 +306,7 @@ class StreamingEnhancer:
         level = None if self.level is None else self.level.update(frame)
         spec = frame if level is None else frame / level
         spec = _compress(spec, self.compress_exponent)
-        if self.input_features == "complex_magnitude":
-            power = np.square(spec).sum(axis=1, keepdims=True) + np.float32(COMPRESS_FLOOR)
-            feature = power ** np.float32(MAGNITUDE_FEATURE_EXPONENT / 2)
-            out, present = self.runner(np.concatenate([spec, feature], axis=1), self.history.past())
-        else:
-            out, present = self.runner(spec, self.history.past())
+        out, present = self.runner(spec, self.history.past())
         if self.estimate == "mask":  # complex ratio mask times the engine's input
             out = np.stack(
                 [

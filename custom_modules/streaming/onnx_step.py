@@ -44,7 +44,6 @@ def export_step(
     level_decay=None,
     compress_exponent=1.0,
     estimate="mapping",
-    input_features="complex",
 ) -> bytes:
     """ONNX bytes of ``step`` with its streaming metadata (see module docstring).
 
@@ -60,8 +59,6 @@ def export_step(
         The model's power-law compression around the step (1.0: none).
     estimate : str
         What the step outputs: ``"mapping"`` (the spectrum) or ``"mask"``.
-    input_features : str
-        What the step reads: ``"complex"`` or ``"complex_magnitude"``.
     """
     spec = torch.zeros(step.num_freqs, step.in_channels)
     past = torch.zeros(step.past_shape)
@@ -87,7 +84,6 @@ def export_step(
         "level_decay": None if level_decay is None else float(level_decay),
         "compress_exponent": float(compress_exponent),
         "estimate": estimate,
-        "input_features": input_features,
         "past_shape": list(step.past_shape),
         "present_shape": list(step.present_shape),
     }
@@ -108,7 +104,6 @@ def export_model(model, sample_rate: int = 16000) -> bytes:
         level_decay,
         compress_exponent=getattr(model, "compress_exponent", 1.0),
         estimate=getattr(model, "estimate", "mapping"),
-        input_features=getattr(model, "input_features", "complex"),
     )
 
 
@@ -151,10 +146,8 @@ class OnnxStepRunner:
             proto_bytes, options, providers=["CPUExecutionProvider"]
         )
         num_freqs = meta["n_fft"] // 2 + 1
-        from custom_modules.models.unet_tcm import input_channels
-
         shapes = {
-            INPUT_NAMES[0]: (num_freqs, input_channels(meta.get("input_features", "complex"))),
+            INPUT_NAMES[0]: (num_freqs, 2),
             INPUT_NAMES[1]: tuple(meta["past_shape"]),
             OUTPUT_NAMES[0]: (num_freqs, 2),
             OUTPUT_NAMES[1]: tuple(meta["present_shape"]),

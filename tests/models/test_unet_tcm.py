@@ -11,7 +11,6 @@ from custom_modules.evaluation.complexity import (
     main,
 )
 from custom_modules.models.unet_tcm import (
-    MAGNITUDE_FEATURE_EXPONENT,
     CausalConv1d,
     ComplexSpectralMapping,
     DoubleModifiedGatedTCM,
@@ -19,7 +18,6 @@ from custom_modules.models.unet_tcm import (
     ResizeConvTranspose2d,
     UNetEngine,
     encoder_freq_sizes,
-    input_channels,
 )
 
 NORMS = ("frame_layer_norm", "batch_norm")
@@ -51,7 +49,6 @@ def tiny_model(
 ):
     """Tiny waveform model; ``seed`` makes its initialisation reproducible."""
     kwargs = tiny_engine_kwargs(n_fft, num_layers, norm, decoder_upsampling=upsampling)
-    kwargs["in_channels"] = input_channels(wrapper.get("input_features", "complex"))
     if seed is None:
         engine = UNetEngine(**kwargs)
     else:
@@ -121,6 +118,28 @@ def test_frame_layer_norm_normalises_each_frame_independently():
     assert torch.equal(norm(x2)[:, :, :3], y[:, :, :3])
 
 
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (2, 3, 5)])
+def test_frame_layer_norm_equals_the_per_frame_formula_with_its_affine(shape):
+    norm = FrameLayerNorm(num_channels=3).double()
+    with torch.no_grad():
+        norm.weight.copy_(torch.tensor([0.5, 2.0, -1.0]))
+        norm.bias.copy_(torch.tensor([0.1, -0.3, 1.0]))
+    x = (randn(*shape) * 3 + 1).double().requires_grad_()
+    dims = (1,) + tuple(range(3, x.dim()))
+    mean, var = x.mean(dim=dims, keepdim=True), x.var(dim=dims, unbiased=False, keepdim=True)
+    affine = (1, 3) + (1,) * (x.dim() - 2)
+    expected = (x - mean) / torch.sqrt(var + norm.eps) * norm.weight.view(affine)
+    expected = expected + norm.bias.view(affine)
+    torch.testing.assert_close(norm(x), expected)
+    # Gradients too (the fused kernel's backward), against the formula's.
+    grads = torch.autograd.grad(norm(x).pow(3).sum(), [x, norm.weight])
+    expected_grads = torch.autograd.grad(expected.pow(3).sum(), [x, norm.weight])
+    for got, want in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(got, want)
+    with pytest.raises(ValueError, match="expected"):
+        norm(randn(2, 3).double())
+
+
 def test_encoder_freq_sizes_and_too_few_bins():
     assert encoder_freq_sizes(161, 5, 4, 2) == [161, 79, 38, 18, 8, 3]
     assert encoder_freq_sizes(81, 3, 4, 2) == [81, 39, 18, 8]
@@ -175,16 +194,8 @@ def test_resize_upsampling_is_nearest_neighbour_then_convolution(kernel, stride)
 @pytest.mark.parametrize("upsampling", ["transposed", "resize"])
 @pytest.mark.parametrize("compress_exponent", [1.0, 0.3])
 @pytest.mark.parametrize("estimate", ["mapping", "mask"])
-@pytest.mark.parametrize("input_features", ["complex", "complex_magnitude"])
-def test_options_keep_shapes_gradients_and_state_dict(
-    upsampling, compress_exponent, estimate, input_features
-):
-    options = dict(
-        compress_exponent=compress_exponent,
-        level_normalization=True,
-        estimate=estimate,
-        input_features=input_features,
-    )
+def test_options_keep_shapes_gradients_and_state_dict(upsampling, compress_exponent, estimate):
+    options = dict(compress_exponent=compress_exponent, level_normalization=True, estimate=estimate)
     model = tiny_model(upsampling=upsampling, **options).train()
     x = randn(3, 800)
     x[1] = 0.0  # digital silence: the compression must stay finite
@@ -212,33 +223,6 @@ def test_a_unit_mask_lets_the_input_through():
     torch.testing.assert_close(model(x), x, atol=1e-7, rtol=1e-6)
     with pytest.raises(ValueError, match="estimate"):
         ComplexSpectralMapping(nn.Identity(), n_fft=160, estimate="ratio")
-
-
-def test_the_magnitude_feature_reaches_the_engine_and_must_match_its_channels():
-    class Recorder(nn.Module):
-        in_channels = 3
-
-        def forward(self, spec):
-            self.seen = spec
-            return spec[:, :2]
-
-    recorder = Recorder()
-    model = ComplexSpectralMapping(
-        recorder, n_fft=160, compress_exponent=0.5, input_features="complex_magnitude"
-    ).double()
-    model(randn(1, 1600).double())
-    real, imag, feature = recorder.seen.unbind(dim=1)
-    # The compressed spectrum's magnitude, raised to the feature's own exponent.
-    expected = torch.sqrt(real**2 + imag**2) ** MAGNITUDE_FEATURE_EXPONENT
-    torch.testing.assert_close(feature, expected, atol=1e-6, rtol=1e-6)
-    with pytest.raises(ValueError, match="in_channels=2"):
-        ComplexSpectralMapping(
-            UNetEngine(**tiny_engine_kwargs(160, 2, "frame_layer_norm")),
-            n_fft=160,
-            input_features="complex_magnitude",
-        )
-    with pytest.raises(ValueError, match="input_features must be one of"):
-        ComplexSpectralMapping(recorder, n_fft=160, input_features="magnitude")
 
 
 def test_compression_then_expansion_is_the_identity():
