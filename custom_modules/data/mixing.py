@@ -384,8 +384,9 @@ class RandomMixtureSampler:
             crop, crop_info = self.noise_sampler.sampler(return_info=True)
             crop_db = crop_info["rms_db"]
             if self.noise_augmentation is not None:
-                crop = self.noise_augmentation(crop, self.rng)
-                crop_db = eval_rms_db(crop)
+                augmented = self.noise_augmentation(crop, self.rng)
+                if augmented is not crop:  # re-measured only when the crop changed
+                    crop, crop_db = augmented, eval_rms_db(augmented)
             processed, rir_info = self._draw_rir(self.prob_rir_noise)
             if processed is None:
                 noise, noise_db = crop.astype(np.float64), crop_db
