@@ -1,4 +1,4 @@
-"""Download OpenSLR corpora and lay them out as a plain corpus root.
+"""Download OpenSLR corpora (and Debian's game sounds) and lay them out as a plain corpus root.
 
 ``python -m data_prepare.download NAME [NAME ...] --out DIR`` fetches each
 corpus' archives, checks them, extracts them safely and moves the audio into
@@ -49,6 +49,12 @@ Corpora (``NAME``: archives -> layout)
     ``--simulated_rirs`` (off by default: they are not extracted).
     Lists and READMEs -> ``meta/rirs_noises/``. Real RIRs may have several
     channels; data preparation keeps channel 0.
+``game_sfx`` (Debian bookworm packages; GPL-2+, LGPL-2.1, CC BY-SA 3.0 by package)
+    8 ``*-data_*.deb`` packages of free games (``ar`` archives whose
+    ``data.tar.xz`` is read): their recorded sound effects, without music and
+    voice lines, converted to 16 kHz mono WAV -> ``noise/game_sfx/<package>/...``;
+    their ``copyright`` files -> ``meta/game_sfx/<package>/``. About 1,000
+    files, 69 minutes; see :mod:`data_prepare.game_sounds`.
 
 Checksums and their sources
 ---------------------------
@@ -65,6 +71,8 @@ one, and against its byte size; the sources are recorded beside each pin in
   PaddleSpeech (``paddlespeech/audio/datasets/rirs_noises.py``) and WeSpeaker
   (``examples/voxceleb/v2/local/download_data.sh``); size 1,311,166,223 bytes
   as reported by several independent downloads (not published by OpenSLR).
+* ``game_sfx``: the md5 and size of each package from Debian bookworm's
+  ``Packages`` index (what ``apt-cache show <package>`` prints as MD5sum and Size).
 * ``speechocean762.tar.gz``: **no published checksum was found** (OpenSLR 101
   lists none; Kaldi's recipe checks only the size). It is checked against the
   size pinned by Kaldi's ``egs/gop_speechocean762/s5/local/download_and_untar.sh``
@@ -110,9 +118,12 @@ Example
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gzip
 import hashlib
 import http.client
+import io
+import lzma
 import os
 import posixpath
 import re
@@ -134,6 +145,7 @@ from pathlib import Path, PurePosixPath
 from tqdm import tqdm
 
 from custom_modules.audio.files import AUDIO_EXTENSIONS, atomic_write_json, read_json
+from data_prepare import game_sounds
 
 DEFAULT_BASE_URL = "https://www.openslr.org/resources"
 DOWNLOADS = ".downloads"
@@ -159,33 +171,39 @@ class Archive:
     Arguments
     ---------
     filename : str
-        File name on the server (``<base_url>/<resource>/<filename>``).
+        File name on the server (``<base_url>/<resource>/<filename>``) and on disk.
     size : int, optional
         Pinned size in bytes; None: not known.
     md5 : str, optional
         Published md5; None: none published (integrity check only).
     source : str
         Where ``md5`` and ``size`` come from.
+    url_path : str, optional
+        Path under the base URL when it is not ``<resource>/<filename>``
+        (Debian's ``pool/main/...``).
     """
 
     filename: str
     size: int | None
     md5: str | None
     source: str
+    url_path: str | None = None
 
 
 @dataclass(frozen=True)
 class Corpus:
-    """A downloadable corpus: its OpenSLR resource, archives and layout."""
+    """A downloadable corpus: where it is (OpenSLR resource or mirror), archives and layout."""
 
     name: str
     title: str
-    resource: int
+    resource: int | None  # OpenSLR resource number; None: archives give their url_path
     licence: str
     content: str
     archives: tuple[Archive, ...]
     plan: Callable  # plan(scratch, options) -> [(source file, destination relative path)]
     wanted: Callable  # wanted(member path, options) -> bool (False: read but not written)
+    base_url: str = DEFAULT_BASE_URL
+    where: str = ""  # shown by --list (default: SLR<resource>)
 
 
 # --------------------------------------------------------------------------- layouts
@@ -379,6 +397,28 @@ CORPORA = {
         ),
         plan=_plan_rirs_noises,
         wanted=_rirs_noises_wanted,
+    ),
+    "game_sfx": Corpus(
+        name="game_sfx",
+        title="Sound effects of free games packaged by Debian (bookworm)",
+        resource=None,
+        licence="GPL/CC BY-SA",
+        content="noise: about 1,000 recorded sound effects of 8 games (no music, no voices), "
+        "as 16 kHz WAV",
+        archives=tuple(
+            Archive(
+                PurePosixPath(pool_path).name,
+                size=size,
+                md5=md5,
+                source="Debian bookworm Packages index (MD5sum, Size)",
+                url_path=pool_path,
+            )
+            for pool_path, size, md5 in game_sounds.PACKAGES
+        ),
+        plan=game_sounds.plan,
+        wanted=game_sounds.wanted,
+        base_url=game_sounds.DEBIAN_BASE_URL,
+        where="Debian",
     ),
 }
 
@@ -614,18 +654,28 @@ def _drain(source) -> None:
 
 
 def _extract_tar(path: Path, dest: Path, wanted, quiet: bool) -> None:
-    name = path.name
-    with (
-        tarfile.open(path, mode="r:*") as tar,
-        tqdm(desc=f"extracting {name}", unit=" files", disable=quiet, dynamic_ncols=True) as bar,
-    ):
+    with tarfile.open(path, mode="r:*") as tar:
+        _extract_members(tar, path.name, dest, wanted, quiet)
+
+
+def _extract_members(
+    tar: tarfile.TarFile, name: str, dest: Path, wanted, quiet: bool, check_links: bool = True
+) -> None:
+    """Write the wanted regular files of ``tar`` under ``dest``; links are never written.
+
+    ``check_links``: refuse the archive when a link points outside it (corpus
+    archives have no reason to); Debian packages link to system files
+    (``/usr/share/fonts/...``), harmless since links are skipped.
+    """
+    with tqdm(desc=f"extracting {name}", unit=" files", disable=quiet, dynamic_ncols=True) as bar:
         for member in tar:
             rel = _member_path(member.name, name)
             bar.update(1)
             if rel is None:
                 continue
             if member.issym() or member.islnk():
-                _check_link(rel, member.linkname, name, from_root=member.islnk())
+                if check_links:
+                    _check_link(rel, member.linkname, name, from_root=member.islnk())
                 continue
             if not member.isfile():
                 continue  # folders are made as needed; devices and fifos skipped
@@ -657,12 +707,64 @@ def _extract_zip(path: Path, dest: Path, wanted, quiet: bool) -> None:
                     _drain(source)
 
 
-_DAMAGED = (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, gzip.BadGzipFile)
+class _Slice(io.RawIOBase):
+    """At most ``size`` bytes of ``handle`` from where it stands; EOFError if it ends before."""
+
+    def __init__(self, handle, size: int):
+        self.handle, self.left = handle, size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        wanted = min(len(buffer), self.left)
+        if wanted == 0:
+            return 0
+        data = self.handle.read(wanted)
+        if not data:
+            raise EOFError(f"the file ends {self.left} bytes before the end of its member")
+        buffer[: len(data)] = data
+        self.left -= len(data)
+        return len(data)
+
+
+def _extract_deb(path: Path, dest: Path, wanted, quiet: bool) -> None:
+    """The ``data.tar.*`` member of a Debian package (an ``ar`` archive), read in full."""
+    with open(path, "rb") as handle:
+        if handle.read(8) != b"!<arch>\n":
+            raise tarfile.ReadError("not a Debian package (no ar archive header)")
+        while True:
+            header = handle.read(60)
+            if not header:
+                raise tarfile.ReadError("no data.tar member in the package")
+            if len(header) < 60 or header[58:60] != b"`\n":
+                raise EOFError("truncated or damaged ar member header")
+            member = header[:16].decode("ascii", "replace").strip().rstrip("/")
+            try:
+                size = int(header[48:58].decode("ascii").strip())
+            except ValueError as err:
+                raise tarfile.ReadError(f"bad ar member size in {member!r}") from err
+            if member.startswith("data.tar"):
+                stream = io.BufferedReader(_Slice(handle, size), _CHUNK)
+                with tarfile.open(fileobj=stream, mode="r|*") as tar:
+                    _extract_members(tar, path.name, dest, wanted, quiet, check_links=False)
+                return
+            handle.seek(size + size % 2, os.SEEK_CUR)  # members are padded to even sizes
+
+
+_DAMAGED = (
+    tarfile.TarError,
+    zipfile.BadZipFile,
+    EOFError,
+    zlib.error,
+    gzip.BadGzipFile,
+    lzma.LZMAError,
+)
 
 
 def _extract(path: Path, dest: Path, wanted, quiet: bool) -> None:
     """Extract an archive into ``dest``; a damaged one is set aside as ``.bad``."""
-    extractor = _extract_zip if path.name.endswith(".zip") else _extract_tar
+    extractor = {".zip": _extract_zip, ".deb": _extract_deb}.get(path.suffix, _extract_tar)
     try:
         extractor(path, dest, wanted, quiet)
     except _DAMAGED as err:
@@ -699,7 +801,8 @@ def _missing_file(record: dict, out: Path) -> str | None:
 
 
 def _archive_url(base_url: str, corpus: Corpus, archive: Archive) -> str:
-    return f"{base_url.rstrip('/')}/{corpus.resource}/{archive.filename}"
+    path = archive.url_path or f"{corpus.resource}/{archive.filename}"
+    return f"{base_url.rstrip('/')}/{path}"
 
 
 def download(
@@ -718,12 +821,15 @@ def download(
     Arguments
     ---------
     name : str
-        A key of :data:`CORPORA`: "speechocean762", "mini_librispeech" or "rirs_noises".
+        A key of :data:`CORPORA`: "speechocean762", "mini_librispeech", "rirs_noises"
+        or "game_sfx".
     out : str or Path
         Corpus root; other corpora may already be there (files are added).
     base_url : str, optional
-        Replaces ``https://www.openslr.org/resources`` (a mirror, or a test server);
-        archives are fetched from ``<base_url>/<resource number>/<file>``.
+        Replaces the corpus' own base URL (``https://www.openslr.org/resources``,
+        Debian's ``https://deb.debian.org/debian``) with a mirror or a test server;
+        archives are fetched from ``<base_url>/<resource number>/<file>`` (Debian
+        packages: ``<base_url>/pool/main/...``).
     keep_archives : bool
         Keep the archives in ``out/.downloads/`` after the layout (default: delete).
     simulated_rirs : bool
@@ -765,12 +871,12 @@ def download(
     downloads.mkdir(parents=True, exist_ok=True)
     marker.unlink(missing_ok=True)  # an interrupted redo must not look done
     archives = [
-        Archive(a.filename, None, checksums[a.filename], "checksums argument")
+        dataclasses.replace(a, size=None, md5=checksums[a.filename], source="checksums argument")
         if checksums is not None and a.filename in checksums
         else a
         for a in corpus.archives
     ]
-    base_url = base_url or DEFAULT_BASE_URL
+    base_url = base_url or corpus.base_url
     archive_records = [
         _obtain(a, _archive_url(base_url, corpus, a), downloads, quiet, retries) for a in archives
     ]
@@ -871,12 +977,13 @@ def _size_text(corpus: Corpus) -> str:
 
 
 def list_corpora() -> str:
-    """The table printed by ``--list``: name, OpenSLR resource, size, licence, content."""
-    lines = [f"{'NAME':<18}{'OPENSLR':<9}{'DOWNLOAD':<10}{'LICENCE':<12}CONTENT"]
+    """The table printed by ``--list``: name, source, size, licence, content."""
+    lines = [f"{'NAME':<18}{'SOURCE':<9}{'DOWNLOAD':<10}{'LICENCE':<14}CONTENT"]
     for corpus in CORPORA.values():
+        where = corpus.where or f"SLR{corpus.resource}"
         lines.append(
-            f"{corpus.name:<18}{'SLR' + str(corpus.resource):<9}{_size_text(corpus):<10}"
-            f"{corpus.licence:<12}{corpus.content}"
+            f"{corpus.name:<18}{where:<9}{_size_text(corpus):<10}"
+            f"{corpus.licence:<14}{corpus.content}"
         )
     return "\n".join(lines)
 
@@ -884,7 +991,8 @@ def list_corpora() -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m data_prepare.download",
-        description="Download OpenSLR corpora (checksums checked, resumable) and lay them out "
+        description="Download OpenSLR corpora and Debian's game sounds (checksums checked, "
+        "resumable) and lay them out "
         "as a plain corpus root: DIR/speech/<speaker>/..., DIR/noise/..., DIR/rir/...",
     )
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"one of {', '.join(CORPORA)}")
@@ -902,7 +1010,10 @@ def main(argv=None) -> int:
         help="rirs_noises: also lay out the 60,000 simulated RIRs in rir/simulated/",
     )
     parser.add_argument(
-        "--base_url", default=DEFAULT_BASE_URL, help="where the OpenSLR resources are"
+        "--base_url",
+        default=None,
+        help="a mirror (or test server) in place of each corpus' own base URL "
+        f"({DEFAULT_BASE_URL}, {game_sounds.DEBIAN_BASE_URL})",
     )
     parser.add_argument("--verbose", action="store_true", help="show tracebacks of errors")
     args = parser.parse_args(argv)

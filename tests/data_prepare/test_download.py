@@ -129,7 +129,82 @@ def archives():
         "dev-clean-2.tar.gz": _tar_gz(dev),
         "train-clean-5.tar.gz": _tar_gz(train),
         "rirs_noises.zip": _zip(rirs),
+        **_game_debs(),
     }
+
+
+def _ar(members):
+    """An ``ar`` archive (the container of a Debian package) of name -> bytes."""
+    out = [b"!<arch>\n"]
+    for name, data in members.items():
+        header = f"{name:<16}{0:<12}{0:<6}{0:<6}{100644:<8}{len(data):<10}`\n"
+        out += [header.encode("ascii"), data, b"\n" if len(data) % 2 else b""]
+    return b"".join(out)
+
+
+def _tar_xz(members, extra=()):
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:xz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for info in extra:
+            tar.addfile(info)
+    return buffer.getvalue()
+
+
+def _sound(seed, sr=44100, channels=2, seconds=0.5, fmt="OGG", subtype="VORBIS"):
+    samples = np.random.default_rng(seed).uniform(-0.3, 0.3, (int(sr * seconds), channels))
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, sr, format=fmt, subtype=subtype)
+    return buffer.getvalue()
+
+
+GAME = "./usr/share/games/game"
+
+
+def _deb(data_members, extra=()):
+    control = _tar_xz({"./control": b"Package: fixture\n"})
+    return _ar(
+        {
+            "debian-binary": b"2.0\n",
+            "control.tar.xz": control,
+            "data.tar.xz": _tar_xz(data_members, extra),
+        }
+    )
+
+
+def _game_debs():
+    """A fixture package (same file name) for each pinned game_sfx package."""
+    debs = {}
+    for i, archive in enumerate(dl.CORPORA["game_sfx"].archives):
+        package = archive.filename.split("_")[0]
+        members = {
+            f"./usr/share/doc/{package}/copyright": f"{package}: GPL-2+\n".encode(),
+            f"{GAME}/sounds/splash.ogg": _sound(100 + i),
+        }
+        extra = []
+        if i == 0:  # the one package with every case
+            members.update(
+                {
+                    f"{GAME}/sounds/splash.wav": _sound(200, 22050, 1, 0.4, "WAV", "PCM_16"),
+                    f"{GAME}/sounds/click.ogg": _sound(201, seconds=0.1),  # too short
+                    f"{GAME}/sounds/silence.wav": _sound(202, 16000, 1, 1.0, "WAV", "PCM_16")[:44]
+                    + bytes(32000),  # digital silence
+                    f"{GAME}/sounds/voices/Default/Hello.ogg": _sound(203),
+                    f"{GAME}/music/theme.ogg": _sound(204, seconds=1.0),
+                    f"{GAME}/units/worker/sounds/worker_ack1.ogg": _sound(205),
+                    f"{GAME}/data/readme.txt": b"not audio\n",
+                }
+            )
+            link = tarfile.TarInfo(f"{GAME}/fonts/Sans.ttf")
+            link.type, link.linkname = tarfile.SYMTYPE, "/usr/share/fonts/Sans.ttf"
+            hard = tarfile.TarInfo(f"{GAME}/sounds/splash_copy.ogg")
+            hard.type, hard.linkname = tarfile.LNKTYPE, f"{GAME}/sounds/splash.ogg"
+            extra = [link, hard]
+        debs[archive.filename] = _deb(members, extra)
+    return debs
 
 
 RESOURCE = {
@@ -138,6 +213,12 @@ RESOURCE = {
     "train-clean-5.tar.gz": 31,
     "rirs_noises.zip": 28,
 }
+DEB_PATH = {a.filename: a.url_path for a in dl.CORPORA["game_sfx"].archives}
+
+
+def _url_path(filename):
+    """Where the server holds an archive: /<resource>/<file> or Debian's /pool/main/..."""
+    return f"/{DEB_PATH[filename]}" if filename in DEB_PATH else f"/{RESOURCE[filename]}/{filename}"
 
 
 def _md5(data):
@@ -195,7 +276,7 @@ def server(archives, monkeypatch):
         monkeypatch.delenv(var, raising=False)
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     httpd.daemon_threads = True
-    httpd.state = _State({f"/{RESOURCE[n]}/{n}": data for n, data in archives.items()})
+    httpd.state = _State({_url_path(n): data for n, data in archives.items()})
     httpd.url = f"http://127.0.0.1:{httpd.server_port}"
     thread = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
     thread.start()
@@ -497,13 +578,78 @@ def test_unsafe_members_are_refused(tmp_path, server, filename, build):
     _no_trace_of_a_layout(out, name)
 
 
+# --------------------------------------------------------------------------- Debian game sounds
+
+
+def test_game_sfx_lays_out_converted_sound_effects_only(tmp_path, server, checksums):
+    out = tmp_path / "root"
+    record = _get("game_sfx", out, server, checksums)
+    packages = [a.filename.split("_")[0] for a in dl.CORPORA["game_sfx"].archives]
+    first = packages[0]
+    expected = {f"noise/game_sfx/{p}/game/sounds/splash_ogg.wav" for p in packages}
+    expected.add(f"noise/game_sfx/{first}/game/sounds/splash_wav.wav")  # beside splash.ogg
+    # not laid out: the voice lines, the music, a 0.1-s click, digital silence, text, links
+    assert set(_relative_audio(out)) == expected
+    assert record["num_audio"] == len(expected)
+    for rel in expected:
+        info = sf.info(str(out / rel))
+        assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
+    assert sf.info(str(out / next(iter(sorted(expected))))).duration == pytest.approx(0.5, abs=0.01)
+    for package in packages:
+        assert (out / f"meta/game_sfx/{package}/copyright").read_text() == f"{package}: GPL-2+\n"
+    requested = {path for path, _ in server.state.requests}
+    assert requested == {f"/{path}" for path in DEB_PATH.values()}
+    assert not (out / ".downloads/game_sfx.extract").exists()
+
+
+def test_game_sfx_conversion_keeps_the_waveform(tmp_path):
+    from data_prepare import game_sounds
+
+    t = np.arange(44100) / 44100
+    tone = 0.5 * np.sin(2 * np.pi * 440 * t)
+    sf.write(tmp_path / "tone.wav", np.stack([tone, tone], axis=1), 44100)
+    assert game_sounds.to_noise_wav(tmp_path / "tone.wav", tmp_path / "out.wav")
+    out, sr = sf.read(tmp_path / "out.wav")
+    expected = 0.5 * np.sin(2 * np.pi * 440 * np.arange(16000) / 16000)
+    assert sr == 16000 and out.shape == (16000,)
+    assert np.max(np.abs(out[100:-100] - expected[100:-100])) < 2e-3
+    loud = np.stack([tone * 2.4, tone * 2.4], axis=1)  # peak 1.2: scaled to 0.9, not wrapped
+    sf.write(tmp_path / "loud.wav", loud, 44100, subtype="FLOAT")
+    assert game_sounds.to_noise_wav(tmp_path / "loud.wav", tmp_path / "loud_out.wav")
+    assert np.max(np.abs(sf.read(tmp_path / "loud_out.wav")[0])) == pytest.approx(0.9, abs=1e-3)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupted_xz", "not_ar", "no_data_member"])
+def test_damaged_debian_package_is_set_aside(tmp_path, server, checksums, archives, damage):
+    filename = dl.CORPORA["game_sfx"].archives[0].filename
+    data = archives[filename]
+    if damage == "truncated":
+        data = data[: len(data) - 200]
+    elif damage == "corrupted_xz":
+        data = bytearray(data)
+        middle = len(data) * 2 // 3
+        data[middle : middle + 32] = bytes(b ^ 0xFF for b in data[middle : middle + 32])
+        data = bytes(data)
+    elif damage == "not_ar":
+        data = _tar_gz({"x.wav": _audio(1)})
+    else:
+        data = _ar({"debian-binary": b"2.0\n"})
+    server.state.files[_url_path(filename)] = data
+    out = tmp_path / "root"
+    unknown = dict(checksums, **{filename: None})
+    with pytest.raises(dl.DownloadError, match=rf"{re.escape(filename)}: archive is damaged"):
+        _get("game_sfx", out, server, unknown)
+    assert (out / f".downloads/{filename}.bad").read_bytes() == data
+    _no_trace_of_a_layout(out, "game_sfx")
+
+
 # --------------------------------------------------------------------------- CLI
 
 
 def test_cli_list_prints_corpora_and_licences(capsys):
     assert dl.main(["--list"]) == 0
     text = capsys.readouterr().out
-    for name in ("speechocean762", "mini_librispeech", "rirs_noises", "Apache 2.0", "CC BY 4.0"):
+    for name in ("speechocean762", "mini_librispeech", "rirs_noises", "game_sfx", "Debian"):
         assert name in text
 
 
