@@ -54,7 +54,7 @@ Corpora (``NAME``: archives -> layout)
     ``data.tar.xz`` is read): their recorded sound effects, without music and
     voice lines, converted to 16 kHz mono WAV -> ``noise/game_sfx/<package>/...``;
     their ``copyright`` files -> ``meta/game_sfx/<package>/``. About 1,000
-    files, 69 minutes; see :mod:`data_prepare.game_sounds`.
+    files, 47 minutes; see :mod:`data_prepare.game_sounds`.
 
 Checksums and their sources
 ---------------------------
