@@ -37,6 +37,7 @@ False
 
 from __future__ import annotations
 
+import logging
 import re
 from math import gcd
 from pathlib import Path, PurePosixPath
@@ -72,6 +73,7 @@ PACKAGES = (
      "2dc8a8dcfbc94218c704c4ceab327317"),
 )  # fmt: skip
 
+logger = logging.getLogger(__name__)
 _SPOKEN_FILE = re.compile(r"_(ack|select)\d*\.[a-z0-9]+$")
 
 
@@ -165,7 +167,11 @@ def plan(scratch: Path, options: dict) -> list[tuple[Path, str]]:
             inner = _inner_path(rel)  # x.ogg -> x_ogg.wav: packages hold x.ogg beside x.wav
             inner = inner.with_name(f"{inner.stem}_{inner.suffix[1:].lower()}.wav")
             dest = converted / package / inner
-            if to_noise_wav(path, dest):
-                moves.append((dest, f"noise/game_sfx/{package}/{inner.as_posix()}"))
+            try:
+                if to_noise_wav(path, dest):
+                    moves.append((dest, f"noise/game_sfx/{package}/{inner.as_posix()}"))
+            except (sf.LibsndfileError, RuntimeError, ValueError) as err:
+                # one undecodable effect among a thousand is skipped, not fatal
+                logger.warning("%s: %s: not decodable, skipped (%s)", package, rel, err)
             path.unlink()  # the scratch copy: converted or dropped
     return moves

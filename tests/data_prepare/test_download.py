@@ -196,6 +196,7 @@ def _game_debs():
                     f"{GAME}/music/theme.ogg": _sound(204, seconds=1.0),
                     f"{GAME}/units/worker/sounds/worker_ack1.ogg": _sound(205),
                     f"{GAME}/data/readme.txt": b"not audio\n",
+                    f"{GAME}/sounds/broken.ogg": b"OggS" + bytes(100),  # undecodable: skipped
                 }
             )
             link = tarfile.TarInfo(f"{GAME}/fonts/Sans.ttf")
@@ -581,14 +582,17 @@ def test_unsafe_members_are_refused(tmp_path, server, filename, build):
 # --------------------------------------------------------------------------- Debian game sounds
 
 
-def test_game_sfx_lays_out_converted_sound_effects_only(tmp_path, server, checksums):
+def test_game_sfx_lays_out_converted_sound_effects_only(tmp_path, server, checksums, caplog):
     out = tmp_path / "root"
-    record = _get("game_sfx", out, server, checksums)
+    with caplog.at_level("WARNING", logger="data_prepare.game_sounds"):
+        record = _get("game_sfx", out, server, checksums)
+    assert "game/sounds/broken.ogg: not decodable, skipped" in caplog.text
     packages = [a.filename.split("_")[0] for a in dl.CORPORA["game_sfx"].archives]
     first = packages[0]
     expected = {f"noise/game_sfx/{p}/game/sounds/splash_ogg.wav" for p in packages}
     expected.add(f"noise/game_sfx/{first}/game/sounds/splash_wav.wav")  # beside splash.ogg
-    # not laid out: the voice lines, the music, a 0.1-s click, digital silence, text, links
+    # not laid out: the voice lines, the music, a 0.1-s click, digital silence, an undecodable
+    # file (a warning names it), text, links
     assert set(_relative_audio(out)) == expected
     assert record["num_audio"] == len(expected)
     for rel in expected:
