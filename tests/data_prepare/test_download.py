@@ -44,9 +44,9 @@ def _audio(seed, fmt="WAV", channels=1, frames=1600):
     return buffer.getvalue()
 
 
-def _tar_gz(members, extra=()):
+def _tar(members, extra=(), compression="gz"):
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+    with tarfile.open(fileobj=buffer, mode=f"w:{compression}") as tar:
         for name, data in members.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)
@@ -125,9 +125,9 @@ def archives():
     }
     rirs = {k: v.encode() if isinstance(v, str) else v for k, v in rirs.items()}
     return {
-        "speechocean762.tar.gz": _tar_gz(speechocean),
-        "dev-clean-2.tar.gz": _tar_gz(dev),
-        "train-clean-5.tar.gz": _tar_gz(train),
+        "speechocean762.tar.gz": _tar(speechocean),
+        "dev-clean-2.tar.gz": _tar(dev),
+        "train-clean-5.tar.gz": _tar(train),
         "rirs_noises.zip": _zip(rirs),
         **_game_debs(),
     }
@@ -142,18 +142,6 @@ def _ar(members):
     return b"".join(out)
 
 
-def _tar_xz(members, extra=()):
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:xz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-        for info in extra:
-            tar.addfile(info)
-    return buffer.getvalue()
-
-
 def _sound(seed, sr=44100, channels=2, seconds=0.5, fmt="OGG", subtype="VORBIS"):
     samples = np.random.default_rng(seed).uniform(-0.3, 0.3, (int(sr * seconds), channels))
     buffer = io.BytesIO()
@@ -165,12 +153,12 @@ GAME = "./usr/share/games/game"
 
 
 def _deb(data_members, extra=()):
-    control = _tar_xz({"./control": b"Package: fixture\n"})
+    control = _tar({"./control": b"Package: fixture\n"}, compression="xz")
     return _ar(
         {
             "debian-binary": b"2.0\n",
             "control.tar.xz": control,
-            "data.tar.xz": _tar_xz(data_members, extra),
+            "data.tar.xz": _tar(data_members, extra, compression="xz"),
         }
     )
 
@@ -553,12 +541,12 @@ def _symlink(name, target):
     [
         (
             "speechocean762.tar.gz",
-            lambda: _tar_gz({"speechocean762/WAVE/SPEAKER0001/../../../../evil.WAV": b"x"}),
+            lambda: _tar({"speechocean762/WAVE/SPEAKER0001/../../../../evil.WAV": b"x"}),
         ),
-        ("speechocean762.tar.gz", lambda: _tar_gz({"/tmp/sb_enhance_evil.WAV": b"x"})),
+        ("speechocean762.tar.gz", lambda: _tar({"/tmp/sb_enhance_evil.WAV": b"x"})),
         (
             "speechocean762.tar.gz",
-            lambda: _tar_gz(
+            lambda: _tar(
                 {"speechocean762/WAVE/SPEAKER0001/a.WAV": b"x"},
                 extra=[_symlink("speechocean762/WAVE/SPEAKER0001/b.WAV", "../../../../evil")],
             ),
@@ -635,7 +623,7 @@ def test_damaged_debian_package_is_set_aside(tmp_path, server, checksums, archiv
         data[middle : middle + 32] = bytes(b ^ 0xFF for b in data[middle : middle + 32])
         data = bytes(data)
     elif damage == "not_ar":
-        data = _tar_gz({"x.wav": _audio(1)})
+        data = _tar({"x.wav": _audio(1)})
     else:
         data = _ar({"debian-binary": b"2.0\n"})
     server.state.files[_url_path(filename)] = data
