@@ -37,10 +37,11 @@ SIM = "RIRS_NOISES/simulated_rirs"
 # --------------------------------------------------------------------------- fixture archives
 
 
-def _audio(seed, fmt="WAV", channels=1, frames=1600):
-    samples = np.random.default_rng(seed).uniform(-0.5, 0.5, (frames, channels))
+def _audio(seed, fmt="WAV", channels=1, frames=1600, sr=16000, scale=0.5):
+    """Uniform noise in ``fmt`` (WAV and FLAC 16-bit, OGG Vorbis); ``scale=0``: digital silence."""
+    samples = np.random.default_rng(seed).uniform(-scale, scale, (frames, channels))
     buffer = io.BytesIO()
-    sf.write(buffer, samples, 16000, format=fmt, subtype="PCM_16")
+    sf.write(buffer, samples, sr, format=fmt, subtype="VORBIS" if fmt == "OGG" else "PCM_16")
     return buffer.getvalue()
 
 
@@ -142,13 +143,6 @@ def _ar(members):
     return b"".join(out)
 
 
-def _sound(seed, sr=44100, channels=2, seconds=0.5, fmt="OGG", subtype="VORBIS"):
-    samples = np.random.default_rng(seed).uniform(-0.3, 0.3, (int(sr * seconds), channels))
-    buffer = io.BytesIO()
-    sf.write(buffer, samples, sr, format=fmt, subtype=subtype)
-    return buffer.getvalue()
-
-
 GAME = "./usr/share/games/game"
 
 
@@ -170,19 +164,21 @@ def _game_debs():
         package = archive.filename.split("_")[0]
         members = {
             f"./usr/share/doc/{package}/copyright": f"{package}: GPL-2+\n".encode(),
-            f"{GAME}/sounds/splash.ogg": _sound(100 + i),
+            f"{GAME}/sounds/splash.ogg": _audio(100 + i, "OGG", 2, 22050, 44100),
         }
         extra = []
         if i == 0:  # the one package with every case
             members.update(
                 {
-                    f"{GAME}/sounds/splash.wav": _sound(200, 22050, 1, 0.4, "WAV", "PCM_16"),
-                    f"{GAME}/sounds/click.ogg": _sound(201, seconds=0.1),  # too short
-                    f"{GAME}/sounds/silence.wav": _sound(202, 16000, 1, 1.0, "WAV", "PCM_16")[:44]
-                    + bytes(32000),  # digital silence
-                    f"{GAME}/sounds/voices/Default/Hello.ogg": _sound(203),
-                    f"{GAME}/music/theme.ogg": _sound(204, seconds=1.0),
-                    f"{GAME}/units/worker/sounds/worker_ack1.ogg": _sound(205),
+                    f"{GAME}/sounds/splash.wav": _audio(200, frames=8820, sr=22050),
+                    f"{GAME}/sounds/click.ogg": _audio(201, "OGG", 2, 4410, 44100),  # too short
+                    # digital silence
+                    f"{GAME}/sounds/silence.wav": _audio(202, frames=16000, scale=0),
+                    f"{GAME}/sounds/voices/Default/Hello.ogg": _audio(203, "OGG", 2, 22050, 44100),
+                    f"{GAME}/music/theme.ogg": _audio(204, "OGG", 2, 44100, 44100),
+                    f"{GAME}/units/worker/sounds/worker_ack1.ogg": _audio(
+                        205, "OGG", 2, 22050, 44100
+                    ),
                     f"{GAME}/data/readme.txt": b"not audio\n",
                     f"{GAME}/sounds/broken.ogg": b"OggS" + bytes(100),  # undecodable: skipped
                 }
