@@ -22,11 +22,29 @@ REAL_TSE_ARGS ?=
 # With ../shared/real_corpus: its own noise/ and rir/ files are the held-out test material; the
 # real noises and RIRs of ../shared/audio train, two noises of them held out for validation.
 # Other roots use the YAML's held-out fractions.
-REAL_SHARED_HELD_OUT = --extra_noise_folders "[$(REAL_AUDIO_DIR)/noise]" --extra_rir_folders "[$(REAL_AUDIO_DIR)/rir]" \
+REAL_USES_SHARED = $(and $(filter $(REAL_CORPUS_DIR),$(abspath $(REAL_CORPUS))),$(wildcard $(REAL_AUDIO_DIR)/noise))
+REAL_SHARED_HELD_OUT = --extra_rir_folders "[$(REAL_AUDIO_DIR)/rir]" \
 	--test_patterns "[noise/*, rir/*]" --noise_test_ratio 0 --rir_test_ratio 0 \
 	--valid_patterns '["*/sc_exercise_bike.wav", "*/tam_babble_single403a.wav"]' --noise_valid_ratio 0
 # (a variable of its own: the commas in these lists would split the arguments of $(if)).
-REAL_HELD_OUT ?= $(if $(and $(filter $(REAL_CORPUS_DIR),$(abspath $(REAL_CORPUS))),$(wildcard $(REAL_AUDIO_DIR)/noise)),$(REAL_SHARED_HELD_OUT))
+REAL_HELD_OUT ?= $(if $(REAL_USES_SHARED),$(REAL_SHARED_HELD_OUT))
+# Recorded sound effects of 8 free games packaged by Debian (python -m data_prepare.download
+# game_sfx: 1.0 GB from deb.debian.org once, about 2 minutes; skipped when done) train as more
+# kinds of real noise, 45 % of the noise draws, with the loss weighting over-suppression 4 times
+# (recipes/unet_tcm/README.md, ablation rounds 10-12). REAL_GAME_SFX=0 trains without both.
+REAL_GAME_SFX ?= 1
+GAME_SFX_DIR ?= data/game_sfx
+REAL_ARGS ?=
+comma := ,
+space := $(subst ,, )
+REAL_GAME_FOLDER = $(if $(filter 1,$(REAL_GAME_SFX)),$(abspath $(GAME_SFX_DIR))/noise/game_sfx)
+REAL_NOISE_FOLDERS = $(strip $(if $(REAL_USES_SHARED),$(REAL_AUDIO_DIR)/noise) $(REAL_GAME_FOLDER))
+# The plain layout names extra noise folders extra_noise_<index in the list>.
+REAL_GAME_SOURCE = extra_noise_$(if $(REAL_USES_SHARED),1,0)
+REAL_GAME_ARGS = --train_noise_mix "{$(REAL_GAME_SOURCE): 0.45, generated/babble: 0.2, generated/synthetic_noise: 0.1, '*': 0.25}" \
+	--over_suppression_weight 4
+REAL_NOISE_ARGS = $(if $(REAL_NOISE_FOLDERS),--extra_noise_folders "[$(subst $(space),$(comma),$(REAL_NOISE_FOLDERS))]") \
+	$(if $(REAL_GAME_FOLDER),$(REAL_GAME_ARGS))
 
 .PHONY: help venv test lint format demo demo-real demo-real-tse demo-corpus mixer-demo bench clean
 
@@ -80,10 +98,15 @@ demo-real:
 			"get one with: python -m data_prepare.download speechocean762 rirs_noises --out data/real" >&2; \
 		exit 2; \
 	fi
+	@if [ -n "$(REAL_GAME_FOLDER)" ]; then \
+		$(PY) -m data_prepare.download game_sfx --out $(GAME_SFX_DIR) || { \
+			echo "make demo-real: could not get the game sound effects into $(GAME_SFX_DIR)" \
+				"(see above); REAL_GAME_SFX=0 trains without them" >&2; exit 2; }; \
+	fi
 	$(PY) recipes/unet_tcm/train.py recipes/unet_tcm/hparams/unet_cpu.yaml \
 		--data_folder $(REAL_CORPUS) --output_folder $(REAL_RESULTS) \
 		--max_train_minutes $(REAL_TRAIN_MINUTES) --number_of_epochs 1000 --train_batches_per_epoch 200 \
-		$(REAL_HELD_OUT)
+		$(REAL_HELD_OUT) $(REAL_NOISE_ARGS) $(REAL_ARGS)
 
 # Train the CPU-size SpEx+ on the speakers of REAL_CORPUS (speech/<speaker>/...: speaker-disjoint
 # train/valid/test by valid_ratio/test_ratio) for REAL_TSE_TRAIN_MINUTES (data preparation and the
