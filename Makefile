@@ -43,6 +43,9 @@ REAL_NOISE_FOLDERS = $(strip $(if $(REAL_USES_SHARED),$(REAL_AUDIO_DIR)/noise) $
 REAL_GAME_SOURCE = extra_noise_$(if $(REAL_USES_SHARED),1,0)
 REAL_GAME_ARGS = --train_noise_mix "{$(REAL_GAME_SOURCE): 0.45, generated/babble: 0.2, generated/synthetic_noise: 0.1, '*': 0.25}" \
 	--over_suppression_weight 4
+REAL_GAME_DOWNLOAD = $(PY) -m data_prepare.download game_sfx --out $(GAME_SFX_DIR) || { \
+	echo "make demo-real: could not get the game sound effects into $(GAME_SFX_DIR) (see above);" \
+		"REAL_GAME_SFX=0 trains without them" >&2; exit 2; }
 REAL_NOISE_ARGS = $(if $(REAL_NOISE_FOLDERS),--extra_noise_folders "[$(subst $(space),$(comma),$(REAL_NOISE_FOLDERS))]") \
 	$(if $(REAL_GAME_FOLDER),$(REAL_GAME_ARGS))
 
@@ -98,11 +101,7 @@ demo-real:
 			"get one with: python -m data_prepare.download speechocean762 rirs_noises --out data/real" >&2; \
 		exit 2; \
 	fi
-	@if [ -n "$(REAL_GAME_FOLDER)" ]; then \
-		$(PY) -m data_prepare.download game_sfx --out $(GAME_SFX_DIR) || { \
-			echo "make demo-real: could not get the game sound effects into $(GAME_SFX_DIR)" \
-				"(see above); REAL_GAME_SFX=0 trains without them" >&2; exit 2; }; \
-	fi
+	$(if $(REAL_GAME_FOLDER),$(REAL_GAME_DOWNLOAD))
 	$(PY) recipes/unet_tcm/train.py recipes/unet_tcm/hparams/unet_cpu.yaml \
 		--data_folder $(REAL_CORPUS) --output_folder $(REAL_RESULTS) \
 		--max_train_minutes $(REAL_TRAIN_MINUTES) --number_of_epochs 1000 --train_batches_per_epoch 200 \
