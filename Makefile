@@ -55,6 +55,7 @@ help:
 	@echo "make test         install what is needed, run ruff and the whole test suite"
 	@echo "make demo         the main job end to end on the offline demo corpus"
 	@echo "make demo-real    the main job on real speech (REAL_CORPUS), <= 60 min on 2 cores"
+	@echo "                  (downloads the game sound effects once into GAME_SFX_DIR; REAL_GAME_SFX=0: without)"
 	@echo "make demo-real-tse  SpEx+ on REAL_CORPUS's speakers, tested on unseen ones, <= 60 min"
 	@echo "make mixer-demo   write example mixtures and a spectrogram PNG"
 	@echo "make demo-corpus  generate the offline demo corpus into $(DEMO_DATA)"
