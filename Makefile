@@ -32,6 +32,7 @@ REAL_HELD_OUT ?= $(if $(REAL_USES_SHARED),$(REAL_SHARED_HELD_OUT))
 # game_sfx: 1.0 GB from deb.debian.org once, about 2 minutes; skipped when done) train as more
 # kinds of real noise, 45 % of the noise draws, with the loss weighting over-suppression 4 times
 # (recipes/unet_tcm/README.md, ablation rounds 10-12). REAL_GAME_SFX=0 trains without both.
+# With roots other than ../shared/real_corpus the YAML's held-out fractions apply to them too.
 REAL_GAME_SFX ?= 1
 GAME_SFX_DIR ?= data/game_sfx
 REAL_ARGS ?=
