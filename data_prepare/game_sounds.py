@@ -39,12 +39,12 @@ from __future__ import annotations
 
 import logging
 import re
-from math import gcd
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
+
+from custom_modules.audio.files import resample, write_audio
 
 SR = 16000
 MIN_SECONDS = 0.25
@@ -128,13 +128,11 @@ def to_noise_wav(source: Path, dest: Path) -> bool:
     mono = audio.mean(axis=1)
     if mono.size < MIN_SECONDS * sr or np.sqrt(np.mean(mono.astype(np.float64) ** 2)) < MIN_RMS:
         return False
-    common = gcd(int(sr), SR)
-    out = resample_poly(mono, SR // common, int(sr) // common).astype(np.float32)
+    out = resample(mono, sr, SR)
     peak = float(np.max(np.abs(out)))
     if peak > 0.99:  # resampling overshoot or a clipped original: no wrap-around in PCM
-        out *= 0.9 / peak
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(dest), out, SR, subtype="PCM_16")
+        out = out * (0.9 / peak)
+    write_audio(dest, out, SR)
     return True
 
 

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 import tempfile
@@ -365,6 +366,28 @@ def read_audio(path, start=0, stop=None, expected_sr=None, channel=0):
     if not np.all(np.isfinite(data)):
         raise AudioFileError(f"{path}: contains NaN or Inf samples")
     return data, sr
+
+
+def resample(samples, from_sr: int, to_sr: int) -> np.ndarray:
+    """``samples`` (shape ``(n,)``) from ``from_sr`` to ``to_sr`` Hz as float32.
+
+    Polyphase (``scipy.signal.resample_poly``, computed in float64) by the
+    reduced ratio; the samples are returned as they are when the rates match.
+
+    Example
+    -------
+    >>> resample(np.zeros(8000, dtype=np.float32), 8000, 16000).shape
+    (16000,)
+    >>> resample(np.zeros(44100), 44100, 16000).dtype
+    dtype('float32')
+    """
+    if int(from_sr) == int(to_sr):
+        return samples
+    from scipy.signal import resample_poly  # scipy.signal costs ~0.8 s to import: only when used
+
+    ratio = math.gcd(int(from_sr), int(to_sr))
+    out = resample_poly(np.asarray(samples, dtype=np.float64), to_sr // ratio, from_sr // ratio)
+    return out.astype(np.float32)
 
 
 def write_audio(path, samples, sr, subtype="PCM_16") -> None:

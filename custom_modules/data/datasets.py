@@ -21,12 +21,10 @@ Output keys are ``id``, ``mix``, ``ref``, ``target`` (and ``target_speaker``,
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.signal import resample_poly
 from speechbrain.dataio.dataset import DynamicItemDataset
 from speechbrain.utils.data_pipeline import provides, takes
 
@@ -36,6 +34,7 @@ from custom_modules.audio.files import (
     load_manifest,
     read_audio,
     read_audio_info,
+    resample,
 )
 from custom_modules.data.fixed_sets import PerItemSeededDataset
 
@@ -74,11 +73,7 @@ def load_resampled(path, sr: int) -> torch.Tensor:
     torch.Size([16000])
     """
     samples, file_sr = read_audio(path)
-    if file_sr != sr:
-        ratio = math.gcd(int(file_sr), int(sr))
-        samples = resample_poly(samples.astype(np.float64), sr // ratio, file_sr // ratio)
-        samples = samples.astype(np.float32)
-    return torch.from_numpy(np.ascontiguousarray(samples))
+    return torch.from_numpy(np.ascontiguousarray(resample(samples, file_sr, sr)))
 
 
 def _find_by_id(folder: Path, suffix: str) -> dict:

@@ -24,8 +24,8 @@ YAML = REPO / "recipes" / "unet_tcm" / "hparams" / "unet_cpu.yaml"
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 
 
-def _demo_real_hparams(tmp_path, **variables):
-    """Overrides of the ``train.py`` command of ``make -n demo-real``, loaded into the YAML."""
+def _demo_real_hparams(**variables):
+    """The YAML loaded with the training overrides of ``make -n demo-real``; the commands."""
     args = [f"{key}={value}" for key, value in variables.items()]
     proc = subprocess.run(
         ["make", "-s", "-n", "demo-real", *args], cwd=REPO, capture_output=True, text=True
@@ -60,7 +60,7 @@ def test_shared_corpus_trains_with_its_noises_and_the_game_effects(shared, tmp_p
     corpus, audio = shared
     game = tmp_path / "game"
     hparams, commands = _demo_real_hparams(
-        tmp_path, REAL_CORPUS_DIR=corpus, REAL_AUDIO_DIR=audio, GAME_SFX_DIR=game
+        REAL_CORPUS_DIR=corpus, REAL_AUDIO_DIR=audio, GAME_SFX_DIR=game
     )
     game_folder = f"{game}/noise/game_sfx"
     assert hparams["extra_noise_folders"] == [f"{audio}/noise", game_folder]
@@ -75,9 +75,7 @@ def test_shared_corpus_trains_with_its_noises_and_the_game_effects(shared, tmp_p
 def test_other_root_trains_with_the_game_effects_only(shared, tmp_path):
     _, audio = shared
     root, game = tmp_path / "other_root", tmp_path / "game"
-    hparams, _ = _demo_real_hparams(
-        tmp_path, REAL_CORPUS=root, REAL_AUDIO_DIR=audio, GAME_SFX_DIR=game
-    )
+    hparams, _ = _demo_real_hparams(REAL_CORPUS=root, REAL_AUDIO_DIR=audio, GAME_SFX_DIR=game)
     game_folder = f"{game}/noise/game_sfx"
     assert hparams["extra_noise_folders"] == [game_folder]
     assert hparams["extra_rir_folders"] == []
@@ -88,7 +86,7 @@ def test_other_root_trains_with_the_game_effects_only(shared, tmp_path):
 def test_without_the_game_effects_nothing_of_them_is_passed(shared, tmp_path):
     corpus, audio = shared
     hparams, commands = _demo_real_hparams(
-        tmp_path, REAL_CORPUS_DIR=corpus, REAL_AUDIO_DIR=audio, REAL_GAME_SFX=0
+        REAL_CORPUS_DIR=corpus, REAL_AUDIO_DIR=audio, REAL_GAME_SFX=0
     )
     assert hparams["extra_noise_folders"] == [f"{audio}/noise"]
     assert hparams["train_noise_mix"] == {}
@@ -99,6 +97,6 @@ def test_without_the_game_effects_nothing_of_them_is_passed(shared, tmp_path):
 def test_real_args_add_overrides(shared, tmp_path):
     corpus, audio = shared
     hparams, _ = _demo_real_hparams(
-        tmp_path, REAL_CORPUS_DIR=corpus, REAL_AUDIO_DIR=audio, REAL_ARGS="--crop_sec 3.0"
+        REAL_CORPUS_DIR=corpus, REAL_AUDIO_DIR=audio, REAL_ARGS="--crop_sec 3.0"
     )
     assert hparams["crop_sec"] == 3.0
