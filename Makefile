@@ -20,12 +20,16 @@ REAL_TSE_RESULTS ?= results/real_spex_plus
 REAL_TSE_TRAIN_MINUTES ?= 50
 REAL_TSE_ARGS ?=
 # With ../shared/real_corpus: its own noise/ and rir/ files are the held-out test material; the
-# real noises and RIRs of ../shared/audio train, two noises of them held out for validation.
+# real noises and RIRs of ../shared/audio train, two noises and one strongly reverberant room of
+# them (sb_rir1: direct-to-reverberant ratio -1.7 dB) held out for validation, with one game
+# package's effects (minetest-data: 96 files, 2.1 min) when the game effects train.
 # Other roots use the YAML's held-out fractions.
 REAL_USES_SHARED = $(and $(filter $(REAL_CORPUS_DIR),$(abspath $(REAL_CORPUS))),$(wildcard $(REAL_AUDIO_DIR)/noise))
+REAL_VALID_GAME = $(if $(filter 1,$(REAL_GAME_SFX)),$(comma) "*/game_sfx/minetest-data/*")
 REAL_SHARED_HELD_OUT = --extra_rir_folders "[$(REAL_AUDIO_DIR)/rir]" \
 	--test_patterns "[noise/*, rir/*]" --noise_test_ratio 0 --rir_test_ratio 0 \
-	--valid_patterns '["*/sc_exercise_bike.wav", "*/tam_babble_single403a.wav"]' --noise_valid_ratio 0
+	--valid_patterns '["*/sc_exercise_bike.wav", "*/tam_babble_single403a.wav", "*/sb_rir1.wav"$(REAL_VALID_GAME)]' \
+	--noise_valid_ratio 0 --rir_valid_ratio 0
 # (a variable of its own: the commas in these lists would split the arguments of $(if)).
 REAL_HELD_OUT ?= $(if $(REAL_USES_SHARED),$(REAL_SHARED_HELD_OUT))
 # Recorded sound effects of 8 free games packaged by Debian (python -m data_prepare.download

@@ -66,6 +66,14 @@ def test_shared_corpus_trains_with_its_noises_and_the_game_effects(shared, tmp_p
     assert hparams["extra_noise_folders"] == [f"{audio}/noise", game_folder]
     assert hparams["extra_rir_folders"] == [f"{audio}/rir"]
     assert hparams["test_patterns"] == ["noise/*", "rir/*"]
+    # validation: two recorded noises, one game package, one strongly reverberant room
+    assert hparams["valid_patterns"] == [
+        "*/sc_exercise_bike.wav",
+        "*/tam_babble_single403a.wav",
+        "*/sb_rir1.wav",
+        "*/game_sfx/minetest-data/*",
+    ]
+    assert hparams["rir_valid_ratio"] == 0 and hparams["noise_valid_ratio"] == 0
     assert _game_source(hparams, game_folder)
     assert sum(hparams["train_noise_mix"].values()) == pytest.approx(1.0)
     assert hparams["over_suppression_weight"] == 4
@@ -92,6 +100,7 @@ def test_without_the_game_effects_nothing_of_them_is_passed(shared, tmp_path):
     assert hparams["train_noise_mix"] == {}
     assert hparams["over_suppression_weight"] == 1.0
     assert "game_sfx" not in commands
+    assert hparams["valid_patterns"][-1] == "*/sb_rir1.wav"
 
 
 def test_real_args_add_overrides(shared, tmp_path):
