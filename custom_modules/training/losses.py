@@ -9,7 +9,8 @@
 ``SpectralLoss`` compares short-time Fourier transforms of an estimate and a
 reference: a loss on the complex spectrogram (its real and imaginary parts) and
 a loss on the magnitude spectrogram, mixed as
-``mult_complex * complex + (1 - mult_complex) * magnitude``.
+``mult_complex * complex + (1 - mult_complex) * magnitude``;
+``MultiResolutionSpectralLoss`` averages it over several FFT sizes.
 """
 
 from __future__ import annotations
@@ -210,6 +211,59 @@ class SpectralLoss(nn.Module):
         magnitude_term = self._reduce(mag_est, mag_ref, mask, weight)
         total = self.mult_complex * complex_term + (1.0 - self.mult_complex) * magnitude_term
         return total, complex_term, magnitude_term
+
+
+
+class MultiResolutionSpectralLoss(nn.Module):
+    """:class:`SpectralLoss` at several FFT sizes, averaged (a multi-resolution STFT loss).
+
+    One long window (e.g. 1024 points, 64 ms at 16 kHz) resolves frequency
+    but smears time: residual noise in the short gaps between syllables and
+    smearing around onsets hardly change its frames. Shorter windows see them.
+    The squared magnitude of a window's STFT grows with its length, so each
+    size's terms are scaled by ``max(n_ffts) / n_fft`` before the average:
+    every size weighs about the same, and ``n_ffts=[N]`` is exactly
+    ``SpectralLoss(n_fft=N)``. Each size uses ``win_length = n_fft`` and
+    ``hop_length = n_fft // 4``.
+
+    Arguments
+    ---------
+    n_ffts : sequence of int
+        FFT sizes, e.g. ``[256, 512, 1024]``.
+    **spectral_options
+        Every other :class:`SpectralLoss` argument (``mult_complex``,
+        ``normalize_level``, ``over_suppression_weight``...), shared by all sizes.
+
+    Example
+    -------
+    >>> estimate, target = torch.randn(2, 4000), torch.randn(2, 4000)
+    >>> single = SpectralLoss(n_fft=256)(estimate, target)
+    >>> same = MultiResolutionSpectralLoss([256])(estimate, target)
+    >>> all(bool(torch.isclose(a, b)) for a, b in zip(single, same))
+    True
+    >>> total, complex_term, magnitude_term = MultiResolutionSpectralLoss([64, 256])(estimate, target)
+    >>> total.shape, bool(torch.isclose(total, 0.3 * complex_term + 0.7 * magnitude_term))
+    (torch.Size([]), True)
+    """
+
+    def __init__(self, n_ffts=(1024,), **spectral_options):
+        super().__init__()
+        n_ffts = [int(n) for n in n_ffts]
+        if not n_ffts or min(n_ffts) < 2:
+            raise ValueError(f"n_ffts must be a non-empty list of FFT sizes >= 2, got {n_ffts}")
+        if "n_fft" in spectral_options:
+            raise ValueError("give the FFT sizes as n_ffts (a list), not n_fft")
+        self.resolutions = nn.ModuleList(SpectralLoss(n_fft=n, **spectral_options) for n in n_ffts)
+        self.scales = [max(n_ffts) / n for n in n_ffts]
+
+    def forward(self, estimate: torch.Tensor, target: torch.Tensor, lengths=None):
+        """Scalars ``(total, complex, magnitude)``, each the scaled mean over the sizes."""
+        sums = [estimate.new_zeros(()) for _ in range(3)]
+        for scale, loss_fn in zip(self.scales, self.resolutions):
+            for index, term in enumerate(loss_fn(estimate, target, lengths)):
+                sums[index] = sums[index] + scale * term
+        count = len(self.resolutions)
+        return tuple(value / count for value in sums)
 
 
 def length_mask(lengths, like: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from custom_modules.training.losses import (
     EnergyConservingLoss,
+    MultiResolutionSpectralLoss,
     NegativeSISDR,
     SpectralLoss,
     WeightedLoss,
@@ -288,3 +289,43 @@ def test_over_suppression_weight_penalises_estimates_below_the_target(use_length
     )
     with pytest.raises(ValueError, match="over_suppression_weight"):
         SpectralLoss(over_suppression_weight=0.0)
+
+
+def test_multi_resolution_loss_is_the_scaled_mean_of_each_size_against_numpy():
+    estimate, target = randn(1, 3000, seed=5)[0].numpy(), randn(1, 3000, seed=6)[0].numpy()
+    sizes = [64, 128, 256]
+    loss_fn = MultiResolutionSpectralLoss(sizes, mult_complex=0.25)
+    total, complex_term, magnitude_term = loss_fn(
+        torch.from_numpy(estimate)[None], torch.from_numpy(target)[None]
+    )
+    expected = np.zeros(2)
+    for n_fft in sizes:
+        expected_complex, expected_magnitude, _ = numpy_losses(estimate, target, n_fft, n_fft // 4)
+        expected += (256 / n_fft) * np.array([expected_complex, expected_magnitude]) / len(sizes)
+    assert complex_term.item() == pytest.approx(expected[0], rel=1e-9)
+    assert magnitude_term.item() == pytest.approx(expected[1], rel=1e-9)
+    assert total.item() == pytest.approx(0.25 * expected[0] + 0.75 * expected[1], rel=1e-9)
+
+
+def test_multi_resolution_loss_passes_options_and_lengths_to_every_size():
+    estimate, target = randn(2, 2000, seed=7), randn(2, 2000, seed=8)
+    lengths = torch.tensor([1.0, 0.6], dtype=torch.float64)
+    options = {"normalize_level": True, "over_suppression_weight": 3.0}
+    loss_fn = MultiResolutionSpectralLoss([128, 512], **options)
+    parts = [SpectralLoss(n_fft=n, **options)(estimate, target, lengths)[0] for n in (128, 512)]
+    expected = (4.0 * parts[0] + parts[1]) / 2
+    assert torch.isclose(loss_fn(estimate, target, lengths)[0], expected)
+    single = MultiResolutionSpectralLoss([512], **options)(estimate, target, lengths)
+    assert torch.equal(single[0], parts[1])
+    estimate.requires_grad_(True)
+    loss_fn(estimate, target, lengths)[0].backward()
+    assert torch.isfinite(estimate.grad).all() and estimate.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    "n_ffts, options, message",
+    [([], {}, "non-empty"), ([1], {}, ">= 2"), ([256], {"n_fft": 256}, "n_ffts")],
+)
+def test_multi_resolution_loss_rejects_bad_sizes(n_ffts, options, message):
+    with pytest.raises(ValueError, match=message):
+        MultiResolutionSpectralLoss(n_ffts, **options)
