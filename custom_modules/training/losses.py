@@ -213,7 +213,6 @@ class SpectralLoss(nn.Module):
         return total, complex_term, magnitude_term
 
 
-
 class MultiResolutionSpectralLoss(nn.Module):
     """:class:`SpectralLoss` at several FFT sizes, averaged (a multi-resolution STFT loss).
 
@@ -259,7 +258,7 @@ class MultiResolutionSpectralLoss(nn.Module):
     def forward(self, estimate: torch.Tensor, target: torch.Tensor, lengths=None):
         """Scalars ``(total, complex, magnitude)``, each the scaled mean over the sizes."""
         sums = [estimate.new_zeros(()) for _ in range(3)]
-        for scale, loss_fn in zip(self.scales, self.resolutions):
+        for scale, loss_fn in zip(self.scales, self.resolutions, strict=True):
             for index, term in enumerate(loss_fn(estimate, target, lengths)):
                 sums[index] = sums[index] + scale * term
         count = len(self.resolutions)
