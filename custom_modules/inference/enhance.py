@@ -297,6 +297,10 @@ def enhance_file(
 def list_jobs(input_path, output_folder) -> list:
     """(input, output) pairs: one file, or every audio file under a folder.
 
+    One input file with an ``output_folder`` ending in ``.wav`` (and not an
+    existing folder) is written to that file; otherwise outputs go into the
+    folder under their input's name.
+
     Raises
     ------
     FileNotFoundError
@@ -307,7 +311,10 @@ def list_jobs(input_path, output_folder) -> list:
     """
     input_path, output_folder = Path(input_path), Path(output_folder)
     if input_path.is_file():
-        jobs = [(input_path, output_folder / f"{input_path.stem}.wav")]
+        if names_wav_file(output_folder):
+            jobs = [(input_path, output_folder)]
+        else:
+            jobs = [(input_path, output_folder / f"{input_path.stem}.wav")]
     elif input_path.is_dir():
         skip = output_folder.resolve()
         jobs = []
@@ -338,6 +345,12 @@ def list_jobs(input_path, output_folder) -> list:
     return jobs
 
 
+def names_wav_file(output) -> bool:
+    """Whether ``--output`` names a WAV file rather than a folder."""
+    output = Path(output)
+    return output.suffix.lower() == ".wav" and not output.is_dir()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Command-line options (``--help``)."""
     parser = argparse.ArgumentParser(
@@ -352,7 +365,11 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--run", help="output folder of a training run")
     source.add_argument("--model", help="pretrained folder (python -m custom_modules.export)")
     parser.add_argument("--input", required=True, help="audio file, or folder (recursive)")
-    parser.add_argument("--output", required=True, help="folder for the enhanced WAVs")
+    parser.add_argument(
+        "--output",
+        required=True,
+        help="folder for the enhanced WAVs, or a .wav file when --input is one file",
+    )
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument("--chunk_sec", type=float, default=10.0, help="chunk length (s)")
     parser.add_argument(
@@ -425,7 +442,8 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.num_threads)
     try:
         jobs = list_jobs(args.input, args.output)
-        check_writable_folder(args.output)  # before the (slow) model load
+        # before the (slow) model load
+        check_writable_folder(jobs[0][1].parent if len(jobs) == 1 else args.output)
         if args.checkpoint_key and args.model:
             raise ValueError("--checkpoint_key applies to --run only")
         model, sample_rate, description, process = load_enhancer(args)

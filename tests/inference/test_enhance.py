@@ -379,6 +379,20 @@ def test_cli_argument_and_path_errors(run_folder, tmp_path, capsys):
     assert "would overwrite the input" in capsys.readouterr().err
 
 
+def test_one_input_file_and_a_wav_output_write_that_file(run_folder, tmp_path, capsys):
+    source = write(tmp_path / "in" / "noisy.wav", tone_and_noise(SR, SR, seed=8), SR)
+    target = tmp_path / "new_folder" / "Clean.WAV"
+    assert list_jobs(source, target) == [(source, target)]
+    existing = tmp_path / "looks_like.wav"
+    existing.mkdir()  # an existing folder stays a folder, whatever its name
+    assert list_jobs(source, existing) == [(source, existing / "noisy.wav")]
+    with pytest.raises(ValueError, match="would overwrite the input"):
+        list_jobs(source, source)
+    assert cli(run_folder[0], source, target) == 0, capsys.readouterr().err
+    assert target.is_file() and sf.info(str(target)).frames == SR
+    assert sorted(p.name for p in target.parent.iterdir()) == ["Clean.WAV"]  # no temporary left
+
+
 def test_list_jobs_skips_hidden_and_output_files_and_refuses_collisions(tmp_path):
     folder = tmp_path / "data"
     write(folder / "a.wav", np.zeros(10), SR)
