@@ -442,8 +442,9 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.num_threads)
     try:
         jobs = list_jobs(args.input, args.output)
+        one_file = Path(args.input).is_file() and names_wav_file(args.output)
         # before the (slow) model load
-        check_writable_folder(jobs[0][1].parent if len(jobs) == 1 else args.output)
+        check_writable_folder(Path(args.output).parent if one_file else args.output)
         if args.checkpoint_key and args.model:
             raise ValueError("--checkpoint_key applies to --run only")
         model, sample_rate, description, process = load_enhancer(args)
