@@ -442,7 +442,8 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.num_threads)
     try:
         jobs = list_jobs(args.input, args.output)
-        one_file = Path(args.input).is_file() and names_wav_file(args.output)
+        # list_jobs decided whether --output names the one output file
+        one_file = len(jobs) == 1 and jobs[0][1] == Path(args.output)
         # before the (slow) model load
         check_writable_folder(Path(args.output).parent if one_file else args.output)
         if args.checkpoint_key and args.model:
