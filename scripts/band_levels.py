@@ -15,16 +15,15 @@ Run::
         --run results/real_unet_tcm
 
 Prints a Markdown table, mean over utterances of the per-utterance ratio in dB,
-per speech condition (dry / reverberant) when the manifest has ``target_type``.
+per speech condition (dry / reverberant) when the manifest tells (``speech_rir``),
+read as ``benchmarks.quality`` reads the set.
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 
 BANDS_HZ = {"0-2k": (0, 2000), "2-4k": (2000, 4000), "4-8k": (4000, None)}
@@ -46,7 +45,7 @@ def power_spectrogram(signal: np.ndarray) -> np.ndarray:
     return np.abs(np.fft.rfft(frames * np.hanning(N_FFT), axis=1)) ** 2
 
 
-def band_level_differences(estimate, target, sample_rate: int) -> dict:
+def band_level_differences(estimate, target, sample_rate: int, target_power=None) -> dict:
     """``{(frame class, band): 10 log10(E_estimate / E_target)}`` over the class's frames.
 
     Arguments
@@ -55,6 +54,8 @@ def band_level_differences(estimate, target, sample_rate: int) -> dict:
         Waveforms (samples,) of the same length, at least ``N_FFT`` samples.
     sample_rate : int
         Their rate (bands are in Hz).
+    target_power : np.ndarray, optional
+        ``power_spectrogram(target)``, when several signals are compared with one target.
 
     Example
     -------
@@ -69,7 +70,8 @@ def band_level_differences(estimate, target, sample_rate: int) -> dict:
             f"need two waveforms of the same length >= {N_FFT}, "
             f"got {estimate.shape} and {target.shape}"
         )
-    est_power, ref_power = power_spectrogram(estimate), power_spectrogram(target)
+    est_power = power_spectrogram(estimate)
+    ref_power = power_spectrogram(target) if target_power is None else target_power
     freqs = np.fft.rfftfreq(N_FFT, 1 / sample_rate)
     frame_db = 10 * np.log10(ref_power.sum(axis=1) + 1e-20)
     below_max = frame_db.max() - frame_db
@@ -94,6 +96,7 @@ def main(argv=None) -> int:
     parser.add_argument("--test_set", required=True, help="fixed set folder (manifest.json)")
     parser.add_argument("--run", required=True, help="training run folder (best checkpoint)")
     args = parser.parse_args(argv)
+    from benchmarks.quality import SR, load_test_set
     from custom_modules.inference.run_loading import load_run
 
     root = Path(args.test_set)
@@ -101,22 +104,21 @@ def main(argv=None) -> int:
     if not manifest_path.is_file():
         print(f"error: {manifest_path}: no fixed-set manifest", file=sys.stderr)
         return 1
-    manifest = json.loads(manifest_path.read_text())
+    utterances = load_test_set(root)
     run = load_run(args.run)
     model = run.model.eval()
     results = {}
-    for key, meta in sorted(manifest.items()):
-        mixture, sample_rate = sf.read(str(root / "mixture" / f"{key}.wav"), dtype="float32")
-        target, _ = sf.read(str(root / "target" / f"{key}.wav"), dtype="float32")
+    for utterance in utterances:
+        mixture, target = utterance["mixture"], utterance["target"]
         with torch.no_grad():
             estimate = model(torch.from_numpy(mixture)[None])[0].numpy()[: len(target)]
-        condition = meta.get("target_type", "all")
-        condition = condition if condition in ("all", "dry") else "reverberant"
-        est = band_level_differences(estimate, target, sample_rate)
-        mix = band_level_differences(mixture[: len(target)], target, sample_rate)
+        condition = utterance["condition"] or "all"
+        target_power = power_spectrogram(target)
+        est = band_level_differences(estimate, target, SR, target_power)
+        mix = band_level_differences(mixture, target, SR, target_power)
         for cell, value in est.items():
             results.setdefault((condition, *cell), []).append((value, mix[cell]))
-    print(f"{run.describe()}, {len(manifest)} utterances of {root}")
+    print(f"{run.describe()}, {len(utterances)} utterances of {root}")
     print(
         "| speech | frames | band | estimate − target (dB) | mixture − target (dB) | utterances |"
     )
